@@ -1,0 +1,56 @@
+# bonefrac: the two commands of the README, and what they need.
+#   make demo   set up (once) and serve the bundled models on 127.0.0.1
+#   make test   set up (once, with the export extras) and run the whole test suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The pip setup of some machines prints a warning per unreachable extra index: keep the log readable.
+PIP := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar off
+QUIET := grep -v "^WARNING: Location" || true
+MODEL := model_repository/yolo11_detector/1/model.onnx
+PYTEST_ARGS ?=
+
+.PHONY: help demo serve test lint model clean
+
+help:
+	@echo "make demo   set up and run the demo (Triton on 127.0.0.1 with the bundled models)"
+	@echo "make test   set up everything (export extras included) and run the test suite"
+	@echo "make model  rebuild the bundled YOLO11 model repository (needs the export extras)"
+	@echo "make lint   ruff over the code"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Base install: serving, client, UI, benchmarks (no torch).
+$(VENV)/.base: pyproject.toml | $(BIN)/python
+	$(PIP) -e . 2>&1 | $(QUIET)
+	touch $@
+
+# Everything, in ONE pip command: a second pip run could upgrade numpy past nvidia-pytriton's pin.
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[export,dev]' 2>&1 | $(QUIET)
+	touch $@ $(VENV)/.base
+
+$(MODEL):
+	$(MAKE) $(VENV)/.dev
+	$(BIN)/bonefrac export yolo11 --config yolo11n.yaml --data ../shared/data/bone-fracture-yolo8/data.yaml --out model_repository
+
+model:
+	rm -f $(MODEL)
+	$(MAKE) $(MODEL)
+
+demo: $(VENV)/.base $(MODEL)
+	exec $(BIN)/bonefrac serve --repository model_repository
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

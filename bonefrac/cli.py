@@ -1,0 +1,118 @@
+"""The ``bonefrac`` command."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from bonefrac import __version__
+
+
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run tritonserver on the model repository",
+        description="Run a real tritonserver (from the nvidia-pytriton wheel) on a model "
+        "repository, bound to 127.0.0.1 unless --host says otherwise. Installs the "
+        "Python backend stub for this Python, waits for readiness and prints the "
+        "addresses; Ctrl-C stops it.",
+    )
+    p.add_argument(
+        "--repository",
+        default="model_repository",
+        metavar="DIR",
+        help="Triton model repository (default: %(default)s)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default: %(default)s)")
+    p.add_argument("--http-port", type=int, default=8000, help="HTTP port (default: %(default)s)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8002,
+        help="Prometheus metrics port (default: %(default)s)",
+    )
+    p.add_argument(
+        "--startup-timeout-s",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="how long to wait for readiness (default: %(default)s)",
+    )
+    p.add_argument("--log-file", metavar="PATH", help="server log (default: a temporary file)")
+    p.set_defaults(func=_run_serve)
+
+
+def serve_until_stopped(server, *, extra_lines: tuple[str, ...] = ()) -> int:
+    """Start ``server``, print its addresses, and stop it on SIGINT/SIGTERM."""
+    from bonefrac.errors import BonefracError
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        server.start()
+    except BonefracError as exc:
+        print(f"bonefrac serve: {exc}", file=sys.stderr)
+        return 1
+    print(f"tritonserver ready (pid {server.pid})", flush=True)
+    print(f"  gRPC     {server.grpc_url}", flush=True)
+    print(f"  HTTP     {server.http_url}", flush=True)
+    print(f"  metrics  {server.metrics_url}", flush=True)
+    print(f"  log      {server.log_path}", flush=True)
+    for line in extra_lines:
+        print(line, flush=True)
+    print("Press Ctrl-C to stop.", flush=True)
+    try:
+        while not stop.wait(1.0):
+            if server.process is None or server.process.poll() is not None:
+                print("bonefrac serve: tritonserver exited; see the log above", file=sys.stderr)
+                return 1
+    finally:
+        print("stopping tritonserver ...", flush=True)
+        code = server.stop()
+        print(f"tritonserver stopped (exit code {code})", flush=True)
+    return 0
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from bonefrac.server import TritonServer
+
+    server = TritonServer(
+        args.repository,
+        host=args.host,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        startup_timeout_s=args.startup_timeout_s,
+        log_path=args.log_file,
+    )
+    return serve_until_stopped(server)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bonefrac.client import cli as infer_cli
+    from bonefrac.export import cli as export_cli
+
+    parser = argparse.ArgumentParser(
+        prog="bonefrac",
+        description="Bone-fracture detection on X-rays, served by NVIDIA Triton Inference Server.",
+        epilog="Run 'bonefrac COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"bonefrac {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_serve(sub)
+    infer_cli.add_parser(sub)
+    export_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

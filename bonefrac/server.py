@@ -1,0 +1,363 @@
+"""Start and stop a real ``tritonserver`` on this machine, CPU or GPU.
+
+The server binary and the Python backend come from the ``nvidia-pytriton`` wheel. Its Python
+backend needs a stub built for the running Python's minor version, and the stub must import the
+packages of this environment (bonefrac, numpy, onnxruntime): :class:`TritonServer` sets both up
+in a private backend folder, waits for readiness with a timeout, and turns the usual start-up
+failures into a diagnosis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bonefrac.errors import ServerError
+
+_SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where the ``nvidia-pytriton`` wheel keeps the server and the Python backend."""
+
+    binary: Path
+    python_backend: Path
+    stub: Path
+    libs: Path
+
+    @classmethod
+    def find(cls) -> TritonInstall:
+        """Locate the server installed with ``nvidia-pytriton``.
+
+        Raises:
+            ServerError: if the wheel, the binary or a stub for this Python is missing.
+        """
+        try:
+            import pytriton
+        except ImportError:
+            raise ServerError(
+                "tritonserver is not installed: pip install nvidia-pytriton "
+                "(a dependency of bonefrac; it ships the server binary)"
+            ) from None
+        root = Path(pytriton.__file__).parent / "tritonserver"
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        install = cls(
+            binary=root / "bin" / "tritonserver",
+            python_backend=root / "backends" / "python",
+            stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
+            libs=root.parent.parent / "nvidia_pytriton.libs",
+        )
+        if not install.binary.is_file():
+            raise ServerError(f"tritonserver binary not found at {install.binary}")
+        if not install.stub.is_file():
+            available = sorted(p.name for p in install.stub.parent.parent.iterdir())
+            raise ServerError(
+                f"no Python backend stub for Python {version} in nvidia-pytriton "
+                f"(it has {', '.join(available)}): use one of those Python versions"
+            )
+        return install
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def diagnose(log: str) -> str:
+    """A one-paragraph diagnosis of a tritonserver log that ended in failure."""
+    checks = [
+        (
+            "triton_python_backend_stub is not found",
+            "The Python backend stub is missing from the backend directory: start the server with "
+            "'bonefrac serve', which installs the stub that matches this Python.",
+        ),
+        (
+            "_recursion_count",
+            "The stub loaded a different libpython than this environment's: put the environment's "
+            "sysconfig LIBDIR first on LD_LIBRARY_PATH ('bonefrac serve' does this).",
+        ),
+        (
+            "ModuleNotFoundError",
+            "A Python model imports a package the stub's Python does not have: run the server from "
+            "the environment where bonefrac is installed (its bin/ first on PATH).",
+        ),
+        (
+            "Address already in use",
+            "A port is already taken: choose others with --grpc-port/--http-port/--metrics-port.",
+        ),
+        (
+            "failed to bind",
+            "A port could not be bound: choose others with --grpc-port/--http-port/--metrics-port.",
+        ),
+        (
+            "does not exist",
+            "A file in the model repository is missing: export the model first (bonefrac export).",
+        ),
+        ("failed to load", "A model failed to load: the log lines above name it and say why."),
+    ]
+    found = [advice for needle, advice in checks if needle in log]
+    return " ".join(found) if found else "See the log lines above."
+
+
+def _error_lines(log: str, *, limit: int = 25) -> str:
+    lines = log.splitlines()
+    picked = [ln for ln in lines if re.match(r"^[EW]\d{4}", ln) or "Error" in ln or "error" in ln]
+    return "\n".join((picked or lines)[-limit:])
+
+
+class TritonServer:
+    """A tritonserver process bound to loopback by default.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+
+    Args:
+        model_repository: the model repository folder.
+        host: address for gRPC, HTTP and metrics (127.0.0.1 unless you mean otherwise).
+        grpc_port: gRPC port (0: pick a free one).
+        http_port: HTTP port (0: pick a free one).
+        metrics_port: Prometheus metrics port (0: pick a free one).
+        model_control: ``"none"`` (load everything) or ``"explicit"``.
+        load_models: with ``"explicit"``, the models to load at start.
+        startup_timeout_s: how long to wait for readiness.
+        log_path: where the server log goes (a temporary file when None).
+        log_verbose: tritonserver's ``--log-verbose`` level.
+        extra_args: further tritonserver arguments.
+    """
+
+    def __init__(
+        self,
+        model_repository: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        grpc_port: int = 8001,
+        http_port: int = 8000,
+        metrics_port: int = 8002,
+        model_control: str = "none",
+        load_models: Sequence[str] = (),
+        startup_timeout_s: float = 120.0,
+        log_path: str | os.PathLike[str] | None = None,
+        log_verbose: int = 0,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        if model_control not in ("none", "explicit"):
+            raise ValueError(f"model_control must be 'none' or 'explicit', got {model_control!r}")
+        self.model_repository = Path(model_repository).resolve()
+        self.host = host
+        self.grpc_port = grpc_port or free_port(host)
+        self.http_port = http_port or free_port(host)
+        self.metrics_port = metrics_port or free_port(host)
+        self.model_control = model_control
+        self.load_models = tuple(load_models)
+        self.startup_timeout_s = startup_timeout_s
+        self.log_verbose = log_verbose
+        self.extra_args = tuple(extra_args)
+        self._workdir: Path | None = None
+        self._log_path = Path(log_path) if log_path else None
+        self._log_file = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._shm_before: set[str] = set()
+
+    # -- addresses -----------------------------------------------------------------------
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    @property
+    def log_path(self) -> Path:
+        if self._log_path is None:
+            raise ServerError("the server has not been started")
+        return self._log_path
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def log_text(self) -> str:
+        """The server log so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except (OSError, ServerError):
+            return ""
+
+    # -- life cycle ----------------------------------------------------------------------
+    def command(self, backend_dir: Path) -> list[str]:
+        install = TritonInstall.find()
+        cmd = [
+            str(install.binary),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={backend_dir}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--pinned-memory-pool-byte-size=0",
+            "--cuda-memory-pool-byte-size=0:0",
+            f"--log-verbose={self.log_verbose}",
+            "--exit-timeout-secs=10",
+        ]
+        if self.model_control == "explicit":
+            cmd.append("--model-control-mode=explicit")
+            cmd += [f"--load-model={m}" for m in self.load_models]
+        return cmd + list(self.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment: this Python's ``bin`` first on PATH (the stub runs the
+        first ``python3`` it finds to locate packages) and its libpython on LD_LIBRARY_PATH."""
+        env = dict(os.environ)
+        install = TritonInstall.find()
+        bin_dir = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
+        libs = [sysconfig.get_config_var("LIBDIR") or "", str(install.libs)]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            [p for p in libs if p] + [env.get("LD_LIBRARY_PATH", "")]
+        ).rstrip(os.pathsep)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        return env
+
+    def _prepare_backends(self) -> Path:
+        install = TritonInstall.find()
+        self._workdir = Path(tempfile.mkdtemp(prefix="bonefrac-triton-"))
+        python_dir = self._workdir / "backends" / "python"
+        python_dir.mkdir(parents=True)
+        for item in install.python_backend.iterdir():
+            if item.is_file():
+                (python_dir / item.name).symlink_to(item)
+        shutil.copy2(install.stub, python_dir / "triton_python_backend_stub")
+        return self._workdir / "backends"
+
+    def start(self) -> TritonServer:
+        """Start the server and wait until it is ready.
+
+        Raises:
+            ServerError: if the repository is missing, the server exits, or it is not ready
+                within ``startup_timeout_s``; the message holds the log's error lines and a
+                diagnosis.
+        """
+        if self.process is not None:
+            raise ServerError("this server is already started")
+        if not self.model_repository.is_dir():
+            raise ServerError(f"model repository {self.model_repository} does not exist")
+        backend_dir = self._prepare_backends()
+        if self._log_path is None:
+            self._log_path = self._workdir / "tritonserver.log"
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._shm_before = set(glob.glob(_SHM_GLOB))
+        self.process = subprocess.Popen(
+            self.command(backend_dir),
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.environment(),
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it cleanly
+        )
+        try:
+            self.wait_ready(timeout_s=self.startup_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def is_ready(self) -> bool:
+        """Whether the server answers ready on its HTTP health endpoint."""
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, *, timeout_s: float) -> None:
+        """Poll readiness until ``timeout_s``.
+
+        Raises:
+            ServerError: if the process exits or the deadline passes.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                log = self.log_text()
+                raise ServerError(
+                    f"tritonserver exited with code {self.process.returncode} during start-up.\n"
+                    f"{_error_lines(log)}\nDiagnosis: {diagnose(log)}\nFull log: {self._log_path}"
+                )
+            if self.is_ready():
+                return
+            time.sleep(0.2)
+        log = self.log_text()
+        hint = diagnose(log)
+        if hint == "See the log lines above.":
+            hint = (
+                "The server is still loading models. A Python backend stub built for another "
+                "Python version makes loading hang forever; check that the stub matches "
+                f"Python {sys.version_info.major}.{sys.version_info.minor}."
+            )
+        raise ServerError(
+            f"tritonserver was not ready after {timeout_s:.0f} s.\n{_error_lines(log)}\n"
+            f"Diagnosis: {hint}\nFull log: {self._log_path}"
+        )
+
+    def stop(self, *, timeout_s: float = 20.0) -> int | None:
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout_s``); returns its exit code.
+
+        After a SIGKILL, removes the shared-memory files that this server's Python backend
+        left behind.
+        """
+        code = None
+        killed = False
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+                    killed = True
+            code = self.process.returncode
+            killed = killed or (code is not None and code < 0 and code != -signal.SIGTERM)
+            self.process = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if killed:
+            for path in set(glob.glob(_SHM_GLOB)) - self._shm_before:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir / "backends", ignore_errors=True)
+        return code
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,11 @@
+"""The Triton Python-backend models of bonefrac.
+
+Each ``model_repository/<model>/<version>/model.py`` is a one-line entry point that imports its
+``TritonPythonModel`` from a module here, so the code is versioned, linted and tested with the
+package. These modules import ``triton_python_backend_utils``, which exists only inside Triton's
+Python backend stub: import them there, not elsewhere.
+
+* ``yolo11_preprocess``: encoded bytes -> letterboxed tensor + transform.
+* ``onnx_detector``: ONNX Runtime inside the Python backend (the CPU profile's detector).
+* ``yolo11_postprocess``: raw output -> boxes in original pixels, scores, class ids and names.
+"""

@@ -1,0 +1,250 @@
+"""Typed gRPC clients (sync and asyncio) for bonefrac's detection ensembles on Triton."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcclient_aio
+from bonefrac.client._errors import ClientError, ServerUnavailableError, convert_error
+from tritonclient.utils import InferenceServerException
+
+from bonefrac.detections import Detections
+
+_OUTPUTS = ("num_detections", "boxes", "scores", "class_ids", "class_names", "image_size")
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What a server says about itself."""
+
+    url: str
+    live: bool
+    ready: bool
+    models: tuple[tuple[str, str, str], ...]  # (name, version, state)
+
+
+def _build_request(
+    module, data: bytes, conf_threshold: float | None, iou_threshold: float | None
+) -> tuple[list, list]:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"image must be bytes, got {type(data).__name__}")
+    image = module.InferInput("image", [1, 1], "BYTES")
+    image.set_data_from_numpy(np.array([[bytes(data)]], dtype=np.object_))
+    inputs = [image]
+    for name, value in (("conf_threshold", conf_threshold), ("iou_threshold", iou_threshold)):
+        if value is not None:
+            tensor = module.InferInput(name, [1, 1], "FP32")
+            tensor.set_data_from_numpy(np.array([[value]], dtype=np.float32))
+            inputs.append(tensor)
+    outputs = [module.InferRequestedOutput(name) for name in _OUTPUTS]
+    return inputs, outputs
+
+
+def _parse_response(result) -> Detections:
+    n = int(result.as_numpy("num_detections").reshape(-1)[0])
+    names = result.as_numpy("class_names").reshape(-1)[:n]
+    height, width = (int(v) for v in result.as_numpy("image_size").reshape(-1)[:2])
+    return Detections(
+        xyxy=result.as_numpy("boxes").reshape(-1, 4)[:n],
+        scores=result.as_numpy("scores").reshape(-1)[:n],
+        class_ids=result.as_numpy("class_ids").reshape(-1)[:n],
+        class_names=tuple(v.decode() if isinstance(v, bytes) else str(v) for v in names),
+        image_size=(height, width),
+    )
+
+
+def _check_thresholds(conf_threshold: float | None, iou_threshold: float | None) -> None:
+    if conf_threshold is not None and not 0.0 <= conf_threshold <= 1.0:
+        raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
+    if iou_threshold is not None and not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+
+
+class DetectionClient:
+    """Synchronous gRPC client of a bonefrac detection ensemble.
+
+    One gRPC channel is opened per client and reused by every call; the client is safe to share
+    between threads.
+
+    Args:
+        url: ``host:port`` of Triton's gRPC endpoint.
+        model: the ensemble to call (``"yolo11"``).
+        timeout_s: deadline of each inference, in seconds.
+        ssl: use TLS; with ``root_certificates`` naming a PEM file to trust.
+    """
+
+    def __init__(
+        self,
+        url: str = "127.0.0.1:8001",
+        *,
+        model: str = "yolo11",
+        timeout_s: float = 30.0,
+        ssl: bool = False,
+        root_certificates: str | None = None,
+    ) -> None:
+        self.url = url
+        self.model = model
+        self.timeout_s = timeout_s
+        try:
+            self._client = grpcclient.InferenceServerClient(
+                url=url, ssl=ssl, root_certificates=root_certificates
+            )
+        except InferenceServerException as exc:
+            raise convert_error(exc, url=url, model=model) from exc
+
+    def detect(
+        self,
+        data: bytes,
+        *,
+        conf_threshold: float | None = None,
+        iou_threshold: float | None = None,
+    ) -> Detections:
+        """Detect fractures on one encoded image (JPEG, PNG, ...).
+
+        Args:
+            data: the image file's bytes.
+            conf_threshold: minimum score (the model's default when None).
+            iou_threshold: NMS IoU threshold (the model's default when None).
+
+        Raises:
+            InvalidInputError: the server refused the image (the message says why).
+            ServerUnavailableError: the server cannot be reached.
+            RequestTimeoutError: no answer within ``timeout_s``.
+            ClientError: any other failure.
+        """
+        _check_thresholds(conf_threshold, iou_threshold)
+        inputs, outputs = _build_request(grpcclient, data, conf_threshold, iou_threshold)
+        try:
+            result = self._client.infer(
+                self.model, inputs, outputs=outputs, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise convert_error(exc, url=self.url, model=self.model) from exc
+        return _parse_response(result)
+
+    def is_ready(self) -> bool:
+        """Whether the server and this client's model are ready (False when unreachable)."""
+        try:
+            return bool(self._client.is_server_ready() and self._client.is_model_ready(self.model))
+        except InferenceServerException:
+            return False
+
+    def status(self) -> ServerStatus:
+        """Liveness, readiness and the models in the server's repository.
+
+        Raises:
+            ServerUnavailableError: the server cannot be reached.
+        """
+        try:
+            index = self._client.get_model_repository_index(as_json=True)
+            return ServerStatus(
+                url=self.url,
+                live=bool(self._client.is_server_live()),
+                ready=bool(self._client.is_server_ready()),
+                models=tuple(
+                    (m.get("name", ""), m.get("version", ""), m.get("state", ""))
+                    for m in index.get("models", [])
+                ),
+            )
+        except InferenceServerException as exc:
+            raise convert_error(exc, url=self.url, model=self.model) from exc
+
+    def wait_ready(self, *, timeout_s: float = 60.0, poll_s: float = 0.25) -> None:
+        """Block until the model is ready.
+
+        Raises:
+            ServerUnavailableError: if it is not ready within ``timeout_s``.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.is_ready():
+                return
+            time.sleep(poll_s)
+        raise ServerUnavailableError(
+            f"model '{self.model}' at {self.url} was not ready after {timeout_s:.0f} s"
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> DetectionClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncDetectionClient:
+    """asyncio gRPC client of a bonefrac detection ensemble (same arguments as
+    :class:`DetectionClient`). Create it inside a running event loop."""
+
+    def __init__(
+        self,
+        url: str = "127.0.0.1:8001",
+        *,
+        model: str = "yolo11",
+        timeout_s: float = 30.0,
+        ssl: bool = False,
+        root_certificates: str | None = None,
+    ) -> None:
+        self.url = url
+        self.model = model
+        self.timeout_s = timeout_s
+        self._client = grpcclient_aio.InferenceServerClient(
+            url=url, ssl=ssl, root_certificates=root_certificates
+        )
+
+    async def detect(
+        self,
+        data: bytes,
+        *,
+        conf_threshold: float | None = None,
+        iou_threshold: float | None = None,
+    ) -> Detections:
+        """As :meth:`DetectionClient.detect`."""
+        _check_thresholds(conf_threshold, iou_threshold)
+        inputs, outputs = _build_request(grpcclient_aio, data, conf_threshold, iou_threshold)
+        try:
+            result = await self._client.infer(
+                self.model, inputs, outputs=outputs, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise convert_error(exc, url=self.url, model=self.model) from exc
+        return _parse_response(result)
+
+    async def detect_many(
+        self, images: Iterable[bytes], *, conf_threshold: float | None = None
+    ) -> list[Detections | ClientError]:
+        """Detect on many images concurrently; a failed image gives its error in its slot."""
+        import asyncio
+
+        async def one(data: bytes) -> Detections | ClientError:
+            try:
+                return await self.detect(data, conf_threshold=conf_threshold)
+            except ClientError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(d) for d in images)))
+
+    async def is_ready(self) -> bool:
+        try:
+            return bool(
+                await self._client.is_server_ready()
+                and await self._client.is_model_ready(self.model)
+            )
+        except InferenceServerException:
+            return False
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> AsyncDetectionClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

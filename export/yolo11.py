@@ -1,0 +1,236 @@
+"""Export an Ultralytics YOLO11 checkpoint (or a model built from its config) to ONNX, check
+ONNX Runtime against PyTorch, and write it into a Triton model repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from bonefrac.export.repository import write_yolo11_repository
+from bonefrac.export.spec import Yolo11Spec
+
+from bonefrac.errors import BonefracError
+
+
+class ExportError(BonefracError):
+    """An export could not be done, or its ONNX model does not match PyTorch."""
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """ONNX Runtime vs PyTorch on the same inputs.
+
+    Attributes:
+        images: how many inputs were compared.
+        max_abs_diff_boxes: largest difference of box coordinates, in input pixels.
+        max_abs_diff_scores: largest difference of class scores.
+    """
+
+    images: int
+    max_abs_diff_boxes: float
+    max_abs_diff_scores: float
+
+    def __str__(self) -> str:
+        return (
+            f"ONNX Runtime vs PyTorch on {self.images} images: max |diff| boxes "
+            f"{self.max_abs_diff_boxes:.2e} px, scores {self.max_abs_diff_scores:.2e}"
+        )
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    spec: Yolo11Spec
+    onnx_path: Path
+    parity: ParityReport
+    files: list[Path]
+
+
+def _require_export_extras():
+    try:
+        import torch  # noqa: F401
+        import ultralytics  # noqa: F401
+    except ImportError as exc:
+        raise ExportError(
+            f"export needs the export extras ({exc.name} is missing): "
+            "pip install 'bonefrac[export]'"
+        ) from None
+
+
+def _build_model(
+    *, weights: str | Path | None, config: str | None, class_names: Sequence[str] | None, seed: int
+):
+    import torch
+    import yaml
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import yaml_model_load
+
+    if (weights is None) == (config is None):
+        raise ExportError("give exactly one of --weights PATH.pt or --config yolo11n.yaml")
+    torch.manual_seed(seed)
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            # Ultralytics would try to download a missing '*.pt'; bonefrac never downloads.
+            raise ExportError(
+                f"weights file {path} does not exist (bonefrac does not download weights: "
+                "train with 'bonefrac train' or copy the .pt file here)"
+            )
+        model = YOLO(str(path), task="detect")
+        names = [model.model.names[i] for i in sorted(model.model.names)]
+        if class_names is not None and list(class_names) != names:
+            raise ExportError(
+                f"--classes {list(class_names)} do not match the checkpoint's classes {names}"
+            )
+        return model, names
+    if not class_names:
+        raise ExportError("--config needs --classes (or --data) to know the class count")
+    try:
+        cfg = yaml_model_load(config)
+    except Exception as exc:
+        raise ExportError(f"cannot read model config {config!r}: {exc}") from exc
+    cfg["nc"] = len(class_names)
+    folder = Path(tempfile.mkdtemp(prefix="bonefrac-cfg-"))
+    # The file name carries the scale (n/s/m/l/x) that Ultralytics reads from it.
+    cfg_path = folder / Path(str(cfg.get("yaml_file", config))).name
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    model = YOLO(str(cfg_path), task="detect")
+    model.model.names = dict(enumerate(class_names))
+    return model, list(class_names)
+
+
+def _export_onnx(model, *, imgsz: int, opset: int, folder: Path) -> Path:
+    cwd = Path.cwd()
+    os.chdir(folder)  # Ultralytics writes next to the model file, or here for a config
+    try:
+        out = model.export(
+            format="onnx",
+            opset=opset,
+            dynamic=True,
+            simplify=True,
+            imgsz=imgsz,
+            device="cpu",
+            batch=1,
+        )
+    finally:
+        os.chdir(cwd)
+    path = Path(out)
+    return path if path.is_absolute() else folder / path
+
+
+def _add_metadata(onnx_path: Path, spec: Yolo11Spec) -> None:
+    import onnx
+
+    proto = onnx.load(str(onnx_path))
+    extra = {
+        "bonefrac_model": spec.name,
+        "bonefrac_class_names": json.dumps(list(spec.class_names)),
+        "bonefrac_imgsz": str(spec.imgsz),
+        "bonefrac_input": "RGB float32 NCHW in [0, 1], letterboxed with grey 114",
+    }
+    kept = [p for p in proto.metadata_props if p.key not in extra]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in extra.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(onnx_path))
+
+
+def _parity_inputs(images: Sequence[Path], *, imgsz: int, seed: int) -> np.ndarray:
+    from bonefrac.processing import preprocess_yolo
+
+    if images:
+        return np.stack([preprocess_yolo(Path(p).read_bytes(), size=imgsz)[0] for p in images])
+    rng = np.random.default_rng(seed)
+    return rng.random((2, 3, imgsz, imgsz), dtype=np.float32)
+
+
+def check_parity(model, onnx_path: Path, inputs: np.ndarray, *, num_classes: int) -> ParityReport:
+    """Run PyTorch and ONNX Runtime on the same inputs and report the largest differences."""
+    import torch
+
+    from bonefrac.runtime import OnnxDetector
+
+    detector = OnnxDetector(onnx_path, threads=0)
+    torch_model = model.model.float().eval()
+    box_diff = score_diff = 0.0
+    with torch.no_grad():
+        for x in inputs:
+            ref = torch_model(torch.from_numpy(x[None]))
+            ref = (ref[0] if isinstance(ref, (list, tuple)) else ref).numpy()
+            got = detector.run(x[None])
+            if got.shape != ref.shape or got.shape[1] != 4 + num_classes:
+                raise ExportError(f"ONNX output shape {got.shape} != PyTorch {ref.shape}")
+            diff = np.abs(got - ref)
+            box_diff = max(box_diff, float(diff[:, :4].max()))
+            score_diff = max(score_diff, float(diff[:, 4:].max()))
+    return ParityReport(
+        images=len(inputs), max_abs_diff_boxes=box_diff, max_abs_diff_scores=score_diff
+    )
+
+
+def export_yolo11(
+    *,
+    out: str | Path,
+    weights: str | Path | None = None,
+    config: str | None = None,
+    class_names: Sequence[str] | None = None,
+    imgsz: int = 640,
+    name: str = "yolo11",
+    opset: int = 17,
+    seed: int = 0,
+    parity_images: Sequence[Path] = (),
+    box_tolerance_px: float = 0.05,
+    score_tolerance: float = 1e-3,
+    version: int = 1,
+) -> ExportResult:
+    """Export YOLO11 to ONNX, check parity and write a Triton model repository.
+
+    Args:
+        out: model repository folder.
+        weights: an Ultralytics ``.pt`` checkpoint; or
+        config: a model config such as ``yolo11n.yaml`` (random weights, seeded by ``seed``).
+        class_names: the classes; required with ``config``, checked against ``weights``.
+        imgsz: letterbox side in pixels.
+        name: the ensemble's name.
+        opset: ONNX opset.
+        seed: seed of the random initialisation and of random parity inputs.
+        parity_images: image files for the parity check (random inputs when empty).
+        box_tolerance_px: largest allowed box difference, in input pixels.
+        score_tolerance: largest allowed score difference.
+        version: model version folder to write.
+
+    Raises:
+        ExportError: bad arguments, missing extras, or parity above tolerance.
+    """
+    _require_export_extras()
+    from bonefrac.export._offline import prepare_ultralytics_offline
+
+    prepare_ultralytics_offline()
+    model, names = _build_model(weights=weights, config=config, class_names=class_names, seed=seed)
+    spec = Yolo11Spec(class_names=tuple(names), name=name, imgsz=imgsz)
+    with tempfile.TemporaryDirectory(prefix="bonefrac-export-") as tmp:
+        onnx_path = _export_onnx(model, imgsz=imgsz, opset=opset, folder=Path(tmp))
+        _add_metadata(onnx_path, spec)
+        parity = check_parity(
+            model,
+            onnx_path,
+            _parity_inputs(parity_images, imgsz=imgsz, seed=seed),
+            num_classes=len(names),
+        )
+        if (
+            parity.max_abs_diff_boxes > box_tolerance_px
+            or parity.max_abs_diff_scores > score_tolerance
+        ):
+            raise ExportError(
+                f"parity check failed: {parity} (tolerance {box_tolerance_px} px, "
+                f"{score_tolerance} score)"
+            )
+        files = write_yolo11_repository(spec, onnx_path, out, version=version)
+    target = Path(out) / spec.detector / str(version) / spec.onnx_file
+    return ExportResult(spec=spec, onnx_path=target, parity=parity, files=files)

@@ -1,0 +1,64 @@
+"""Shared fixtures: the bundled dataset, the committed model repository, a real tritonserver."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from bonefrac.export._offline import prepare_ultralytics_offline
+
+# Tests import Ultralytics as the reference for letterbox and NMS: keep it offline and quiet.
+prepare_ultralytics_offline()
+
+ROOT = Path(__file__).resolve().parent.parent
+REPOSITORY = ROOT / "model_repository"
+DATA = Path(
+    os.environ.get("BONEFRAC_DATA", ROOT.parent / "shared" / "data" / "bone-fracture-yolo8")
+)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA / "valid" / "images").is_dir():
+        pytest.fail(
+            f"dataset not found at {DATA}: put shared/ beside the repository or set BONEFRAC_DATA"
+        )
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def valid_images(data_dir: Path) -> list[Path]:
+    """A fixed, varied sample of valid-split images (with and without fractures)."""
+    images = sorted((data_dir / "valid" / "images").glob("*.jpg"))
+    return images[::29][:12]
+
+
+@pytest.fixture(scope="session")
+def repository() -> Path:
+    onnx = REPOSITORY / "yolo11_detector" / "1" / "model.onnx"
+    if not onnx.is_file():
+        pytest.fail(f"{onnx} is missing: run 'make model' (bonefrac export yolo11 ...)")
+    return REPOSITORY
+
+
+@pytest.fixture(scope="session")
+def triton(repository: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real tritonserver on free loopback ports, serving the committed model repository."""
+    from bonefrac.server import TritonServer
+
+    log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
+    server = TritonServer(
+        repository, grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=120, log_path=log
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def reference(repository: Path):
+    """The in-process reference pipeline over the same repository."""
+    from bonefrac.runtime import InProcessPipeline
+
+    return InProcessPipeline(repository, "yolo11")

@@ -1,0 +1,96 @@
+"""Export: YOLO11 from a config to ONNX with a parity check, into a repository that serves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from bonefrac.export.yolo11 import ExportError, export_yolo11
+
+from bonefrac.runtime import InProcessPipeline, OnnxDetector
+
+pytestmark = pytest.mark.export
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, valid_images):
+    out = tmp_path_factory.mktemp("repo")
+    result = export_yolo11(
+        out=out,
+        config="yolo11n.yaml",
+        class_names=["fracture", "other"],
+        imgsz=320,
+        name="tiny",
+        parity_images=valid_images[:2],
+        seed=1,
+    )
+    return out, result
+
+
+def test_export_writes_a_complete_repository(exported):
+    out, result = exported
+    names = {p.relative_to(out).as_posix() for p in result.files}
+    assert {
+        "tiny/config.pbtxt",
+        "tiny_preprocess/1/model.py",
+        "tiny_detector/1/model.onnx",
+        "tiny_postprocess/config.pbtxt",
+    } <= names
+    assert (out / "tiny" / "1").is_dir()
+    assert result.parity.images == 2
+    assert result.parity.max_abs_diff_boxes < 0.05 and result.parity.max_abs_diff_scores < 1e-3
+
+
+def test_onnx_carries_metadata_and_dynamic_batch(exported):
+    _, result = exported
+    det = OnnxDetector(result.onnx_path)
+    assert det.metadata["bonefrac_class_names"] == '["fracture", "other"]'
+    assert det.metadata["bonefrac_imgsz"] == "320"
+    out = det.run(np.zeros((3, 3, 320, 320), np.float32))
+    assert out.shape == (3, 6, 2100)  # batch 3, 4 + 2 classes, (40^2 + 20^2 + 10^2) anchors
+
+
+def test_exported_repository_serves_like_in_process(exported, valid_images):
+    from bonefrac.client import DetectionClient
+
+    from bonefrac.server import TritonServer
+
+    out, _ = exported
+    reference = InProcessPipeline(out, "tiny")
+    server = TritonServer(out, grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=90)
+    with server, DetectionClient(server.grpc_url, model="tiny") as client:
+        for path in valid_images[:3]:
+            data = path.read_bytes()
+            served = client.detect(data, conf_threshold=0.001)
+            local = reference.detect(data, conf_threshold=0.001)
+            assert len(served) == len(local) > 0
+            np.testing.assert_allclose(served.xyxy, local.xyxy, atol=0.01)
+            np.testing.assert_allclose(served.scores, local.scores, atol=1e-4)
+
+
+def test_missing_weights_fail_clearly_without_download(tmp_path):
+    with pytest.raises(ExportError, match="does not exist.*does not download"):
+        export_yolo11(out=tmp_path, weights=tmp_path / "yolo11n.pt")
+
+
+def test_config_without_classes_is_refused(tmp_path):
+    with pytest.raises(ExportError, match="--classes"):
+        export_yolo11(out=tmp_path, config="yolo11n.yaml")
+
+
+def test_export_cli_help_and_error():
+    helptext = subprocess.run(
+        [sys.executable, "-m", "bonefrac.cli", "export", "yolo11", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "--weights" in helptext and "--config" in helptext and "--parity-images" in helptext
+    bad = subprocess.run(
+        [sys.executable, "-m", "bonefrac.cli", "export", "yolo11", "--weights", "nowhere.pt"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and "does not exist" in bad.stderr
