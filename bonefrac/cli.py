@@ -95,6 +95,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from bonefrac.client import cli as infer_cli
     from bonefrac.export import cli as export_cli
+    from bonefrac.train import cli as train_cli
 
     parser = argparse.ArgumentParser(
         prog="bonefrac",
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     infer_cli.add_parser(sub)
     export_cli.add_parser(sub)
+    train_cli.add_parser(sub)
     return parser
 
 

@@ -17,7 +17,6 @@ from bonefrac.client._errors import (
     ServerUnavailableError,
 )
 from bonefrac.client._grpc import AsyncDetectionClient, DetectionClient, ServerStatus
-
 from bonefrac.detections import Detections
 
 __all__ = [

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
-from bonefrac.client._errors import ClientError, ServerUnavailableError, convert_error
 from tritonclient.utils import InferenceServerException
 
+from bonefrac.client._errors import ClientError, ServerUnavailableError, convert_error
 from bonefrac.detections import Detections
 
 _OUTPUTS = ("num_detections", "boxes", "scores", "class_ids", "class_names", "image_size")

@@ -159,15 +159,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         for r in records:
             if "error" not in r:
-                found = ", ".join(f"{d['class_name']} {d['score']:.2f}" for d in r["detections"])
-                print(
-                    f"{r['image']}: {len(r['detections'])} detections"
-                    + (f" ({found})" if found else "")
-                )
+                print(_summary(r))
     if failures:
         print(f"bonefrac infer: {len(failures)} of {len(records)} images failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _summary(rec: dict[str, Any], *, top: int = 5) -> str:
+    dets = rec["detections"]
+    shown = ", ".join(f"{d['class_name']} {d['score']:.2f}" for d in dets[:top])
+    more = f", +{len(dets) - top} more" if len(dets) > top else ""
+    return f"{rec['image']}: {len(dets)} detections" + (f" ({shown}{more})" if dets else "")
 
 
 def _make_detector(args: argparse.Namespace):

@@ -69,9 +69,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_yolo11(args: argparse.Namespace) -> int:
-    from bonefrac.export.yolo11 import export_yolo11
-
     from bonefrac.errors import BonefracError
+    from bonefrac.export.yolo11 import export_yolo11
 
     try:
         classes = _classes_from_data(args.data) if args.data else args.classes

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bonefrac.export.spec import Yolo11Spec
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
+
+from bonefrac.export.spec import Yolo11Spec
 
 #: Export profiles. Only ``cpu`` runs on this project's machines.
 PROFILES = ("cpu",)

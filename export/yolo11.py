@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from bonefrac.export.repository import write_yolo11_repository
-from bonefrac.export.spec import Yolo11Spec
 
 from bonefrac.errors import BonefracError
+from bonefrac.export.repository import write_yolo11_repository
+from bonefrac.export.spec import Yolo11Spec
 
 
 class ExportError(BonefracError):

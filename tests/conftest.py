@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from bonefrac.export._offline import prepare_ultralytics_offline
 
 # Tests import Ultralytics as the reference for letterbox and NMS: keep it offline and quiet.

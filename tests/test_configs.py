@@ -4,12 +4,12 @@ what the spec generates, and the ensemble is wired consistently."""
 from __future__ import annotations
 
 import pytest
-from bonefrac.export.repository import entry_point, yolo11_entry_points
-from bonefrac.export.spec import BatchingSpec, Yolo11Spec
-from bonefrac.export.triton_config import to_pbtxt, yolo11_configs
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from bonefrac.export.repository import entry_point, yolo11_entry_points
+from bonefrac.export.spec import BatchingSpec, Yolo11Spec
+from bonefrac.export.triton_config import to_pbtxt, yolo11_configs
 from bonefrac.runtime import read_model_config, read_pipeline_settings
 
 

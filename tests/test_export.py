@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-from bonefrac.export.yolo11 import ExportError, export_yolo11
 
+from bonefrac.export.yolo11 import ExportError, export_yolo11
 from bonefrac.runtime import InProcessPipeline, OnnxDetector
 
 pytestmark = pytest.mark.export
@@ -54,7 +54,6 @@ def test_onnx_carries_metadata_and_dynamic_batch(exported):
 
 def test_exported_repository_serves_like_in_process(exported, valid_images):
     from bonefrac.client import DetectionClient
-
     from bonefrac.server import TritonServer
 
     out, _ = exported

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+
 from bonefrac.client import (
     AsyncDetectionClient,
     DetectionClient,
@@ -19,7 +20,6 @@ from bonefrac.client import (
     ModelNotFoundError,
     ServerUnavailableError,
 )
-
 from bonefrac.server import free_port
 
 pytestmark = pytest.mark.server
