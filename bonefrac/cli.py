@@ -93,7 +93,9 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bonefrac import dataset_cli
     from bonefrac.client import cli as infer_cli
+    from bonefrac.client import evaluate_cli
     from bonefrac.export import cli as export_cli
     from bonefrac.train import cli as train_cli
 
@@ -108,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer_cli.add_parser(sub)
     export_cli.add_parser(sub)
     train_cli.add_parser(sub)
+    evaluate_cli.add_parser(sub)
+    dataset_cli.add_parser(sub)
     return parser
 
 

@@ -7,6 +7,7 @@ same ``config.pbtxt`` files the server loads, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,6 +18,15 @@ import numpy as np
 from bonefrac.detections import Detections
 from bonefrac.errors import ModelRepositoryError
 from bonefrac.processing import postprocess_yolo, preprocess_yolo
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class OnnxDetector:

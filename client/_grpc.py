@@ -152,6 +152,19 @@ class DetectionClient:
         except InferenceServerException as exc:
             raise convert_error(exc, url=self.url, model=self.model) from exc
 
+    def model_parameters(self) -> dict[str, str]:
+        """The ``parameters`` of this client's model config (e.g. ``class_names``,
+        ``model_sha256``).
+
+        Raises:
+            ClientError: the server cannot be reached or does not have the model.
+        """
+        try:
+            config = self._client.get_model_config(self.model, as_json=True).get("config", {})
+        except InferenceServerException as exc:
+            raise convert_error(exc, url=self.url, model=self.model) from exc
+        return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+
     def wait_ready(self, *, timeout_s: float = 60.0, poll_s: float = 0.25) -> None:
         """Block until the model is ready.
 

@@ -65,6 +65,8 @@ class Yolo11Spec:
         iou_threshold: default NMS IoU threshold (a request may pass its own).
         max_det: most detections per image.
         onnx_file: file name of the ONNX model in the detector's version folder.
+        model_sha256: SHA-256 of the ONNX file, written by the export; clients use it to know
+            which model answered (e.g. to cache evaluations).
         batching: dynamic batching and instances.
     """
 
@@ -75,6 +77,7 @@ class Yolo11Spec:
     iou_threshold: float = 0.7
     max_det: int = 300
     onnx_file: str = "model.onnx"
+    model_sha256: str = ""
     batching: BatchingSpec = field(default_factory=BatchingSpec)
 
     def __post_init__(self) -> None:

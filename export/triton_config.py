@@ -138,7 +138,13 @@ def yolo11_configs(spec: Yolo11Spec, *, profile: str = "cpu") -> dict[str, mc.Mo
         output_map={n: n for n, _, _ in outputs},
     )
     _params(
-        ens, {"pipeline": "yolo11", "class_names": list(spec.class_names), "imgsz": str(spec.imgsz)}
+        ens,
+        {
+            "pipeline": "yolo11",
+            "class_names": list(spec.class_names),
+            "imgsz": str(spec.imgsz),
+            "model_sha256": spec.model_sha256,
+        },
     )
     return {c.name: c for c in (ens, pre, det, post)}
 

@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ import numpy as np
 from bonefrac.errors import BonefracError
 from bonefrac.export.repository import write_yolo11_repository
 from bonefrac.export.spec import Yolo11Spec
+from bonefrac.runtime import file_sha256
 
 
 class ExportError(BonefracError):
@@ -231,6 +232,7 @@ def export_yolo11(
                 f"parity check failed: {parity} (tolerance {box_tolerance_px} px, "
                 f"{score_tolerance} score)"
             )
+        spec = replace(spec, model_sha256=file_sha256(onnx_path))
         files = write_yolo11_repository(spec, onnx_path, out, version=version)
     target = Path(out) / spec.detector / str(version) / spec.onnx_file
     return ExportResult(spec=spec, onnx_path=target, parity=parity, files=files)

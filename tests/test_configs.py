@@ -10,7 +10,18 @@ from tritonclient.grpc import model_config_pb2 as mc
 from bonefrac.export.repository import entry_point, yolo11_entry_points
 from bonefrac.export.spec import BatchingSpec, Yolo11Spec
 from bonefrac.export.triton_config import to_pbtxt, yolo11_configs
-from bonefrac.runtime import read_model_config, read_pipeline_settings
+from bonefrac.runtime import (
+    config_parameters,
+    file_sha256,
+    read_model_config,
+    read_pipeline_settings,
+)
+
+
+def _committed_settings(repository) -> dict:
+    """The spec fields an export chose (image size), read back from the committed ensemble."""
+    params = config_parameters(read_model_config(repository / "yolo11" / "config.pbtxt"))
+    return {"imgsz": int(params["imgsz"])}
 
 
 def _parse(text: str) -> mc.ModelConfig:
@@ -23,7 +34,9 @@ def test_every_generated_config_parses_with_triton_schema():
 
 
 def test_committed_repository_is_what_the_spec_generates(repository):
-    for name, config in yolo11_configs(Yolo11Spec()).items():
+    onnx = repository / "yolo11_detector" / "1" / "model.onnx"
+    spec = Yolo11Spec(model_sha256=file_sha256(onnx), **_committed_settings(repository))
+    for name, config in yolo11_configs(spec).items():
         committed = (repository / name / "config.pbtxt").read_text()
         assert committed == to_pbtxt(config), f"{name}/config.pbtxt differs from the spec"
     for model, module in yolo11_entry_points(Yolo11Spec()).items():

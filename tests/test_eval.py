@@ -1,0 +1,126 @@
+"""The evaluator through a real tritonserver: served and in-process scores agree, the CLI writes
+its JSON and plots, and the cache is reused and invalidated by content."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bonefrac.client.evaluate import evaluate, in_process_model, served_model
+
+pytestmark = pytest.mark.server
+
+KEYS = {
+    "ap50_95",
+    "ap50",
+    "ap75",
+    "per_class_ap",
+    "froc",
+    "sens_at_1fp",
+    "image_auroc",
+    "model",
+    "data",
+    "protocol",
+}
+
+
+@pytest.fixture(scope="module")
+def small_data(data_dir, tmp_path_factory):
+    """A 24-image copy of the valid split (half with fractures), so a full split is quick."""
+    root = tmp_path_factory.mktemp("small")
+    images = sorted((data_dir / "valid" / "images").glob("*.jpg"))
+    with_labels = [
+        p for p in images if (data_dir / "valid" / "labels" / f"{p.stem}.txt").stat().st_size
+    ]
+    without = [p for p in images if p not in with_labels]
+    for sub in ("images", "labels"):
+        (root / "valid" / sub).mkdir(parents=True)
+    for p in with_labels[::10][:12] + without[::10][:12]:
+        shutil.copy(p, root / "valid" / "images" / p.name)
+        shutil.copy(data_dir / "valid" / "labels" / f"{p.stem}.txt", root / "valid" / "labels")
+    (root / "data.yaml").write_text((data_dir / "data.yaml").read_text())
+    return root / "data.yaml"
+
+
+def test_served_and_in_process_scores_agree(triton, repository, small_data, tmp_path):
+    served = evaluate(
+        served_model(triton.grpc_url, "yolo11"),
+        data=small_data,
+        protocol="6class",
+        cache_dir=None,
+        progress=False,
+    )
+    local = evaluate(
+        in_process_model(repository, "yolo11"),
+        data=small_data,
+        protocol="6class",
+        cache_dir=None,
+        progress=False,
+    )
+    assert set(served) >= KEYS
+    assert served["counts"] == local["counts"] and served["counts"]["images"] == 24
+    assert served["counts"]["detections"] > 0
+    for key in ("ap50_95", "ap50", "ap75"):
+        assert abs(served[key] - local[key]) <= 0.002
+    assert served["froc"] == pytest.approx(local["froc"], abs=1e-9)
+    assert served["model"]["sha256"] == local["model"]["sha256"] != ""
+    assert set(served["froc"]) == {"0.125", "0.25", "0.5", "1", "2", "4", "8"}
+
+
+def test_cache_is_reused_and_invalidated(triton, small_data, tmp_path):
+    model = served_model(triton.grpc_url, "yolo11")
+    first = evaluate(model, data=small_data, cache_dir=tmp_path, progress=False)
+    again = evaluate(model, data=small_data, cache_dir=tmp_path, progress=False)
+    assert not first["cache"]["hit"] and again["cache"]["hit"]
+    assert again["ap50"] == first["ap50"]
+    changed = dataclasses.replace(model, content_sha256="0" * 64)
+    assert not evaluate(changed, data=small_data, cache_dir=tmp_path, progress=False)["cache"][
+        "hit"
+    ]
+    other_protocol = evaluate(
+        model, data=small_data, protocol="agnostic", cache_dir=tmp_path, progress=False
+    )
+    assert not other_protocol["cache"]["hit"]
+    # A changed dataset (one label edited) is a different entry too.
+    label = next((small_data.parent / "valid" / "labels").glob("*.txt"))
+    label.write_text(label.read_text() + "0 0.5 0.5 0.1 0.1\n")
+    assert not evaluate(model, data=small_data, cache_dir=tmp_path, progress=False)["cache"]["hit"]
+
+
+def test_eval_cli_writes_json_and_plots(triton, small_data, tmp_path):
+    out = tmp_path / "report.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bonefrac.cli",
+            "eval",
+            "--data",
+            str(small_data),
+            "--server",
+            triton.grpc_url,
+            "--model",
+            "yolo11",
+            "--protocol",
+            "6class",
+            "--json",
+            str(out),
+            "--plots",
+            str(tmp_path / "plots"),
+            "--no-cache",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "AP50-95" in result.stdout and "FROC" in result.stdout
+    report = json.loads(out.read_text())
+    assert set(report) >= KEYS
+    for png in ("froc.png", "pr.png"):
+        assert (tmp_path / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
