@@ -11,7 +11,9 @@ BIN := $(VENV)/bin
 # The pip setup of some machines prints a warning per unreachable extra index: keep the log readable.
 PIP := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar off
 QUIET := grep -v "^WARNING: Location" || true
-MODEL := model_repository/yolo11_detector/1/model.onnx
+DATA ?= ../shared/data/bone-fracture-yolo8
+YOLO_ONNX := model_repository/yolo11_detector/1/model.onnx
+FRCNN_ONNX := model_repository/frcnn_detector/1/model.onnx
 PYTEST_ARGS ?=
 
 .PHONY: help demo serve test lint model clean
@@ -19,7 +21,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   set up and run the demo (Triton on 127.0.0.1 with the bundled models)"
 	@echo "make test   set up everything (export extras included) and run the test suite"
-	@echo "make model  rebuild the bundled YOLO11 model repository (needs the export extras)"
+	@echo "make model  rebuild the bundled model repository (needs the export extras)"
 	@echo "make lint   ruff over the code"
 
 $(BIN)/python:
@@ -35,15 +37,22 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[export,dev]' 2>&1 | $(QUIET)
 	touch $@ $(VENV)/.base
 
-$(MODEL):
+# The bundled models (seeded random weights until trained ones replace them).
+$(YOLO_ONNX):
 	$(MAKE) $(VENV)/.dev
-	$(BIN)/bonefrac export yolo11 --config yolo11n.yaml --data ../shared/data/bone-fracture-yolo8/data.yaml --out model_repository
+	$(BIN)/bonefrac export yolo11 --config yolo11n.yaml --data $(DATA)/data.yaml --replace \
+	  --parity-images $(DATA)/valid/images
+
+$(FRCNN_ONNX):
+	$(MAKE) $(VENV)/.dev
+	$(BIN)/bonefrac export frcnn --random --data $(DATA)/data.yaml --replace \
+	  --parity-images $(DATA)/valid/images
 
 model:
-	rm -f $(MODEL)
-	$(MAKE) $(MODEL)
+	rm -f $(YOLO_ONNX) $(FRCNN_ONNX)
+	$(MAKE) $(YOLO_ONNX) $(FRCNN_ONNX)
 
-demo: $(VENV)/.base $(MODEL)
+demo: $(VENV)/.base $(YOLO_ONNX) $(FRCNN_ONNX)
 	exec $(BIN)/bonefrac serve --repository model_repository
 
 test: $(VENV)/.dev

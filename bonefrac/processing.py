@@ -409,3 +409,85 @@ def postprocess_yolo(
         names=names,
         image_size=size,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Faster R-CNN: the graph resizes and normalises; we only decode and cap the size
+# --------------------------------------------------------------------------------------------
+
+
+def shrink_to_max_side(
+    image: np.ndarray, *, max_side: int
+) -> tuple[np.ndarray, LetterboxTransform]:
+    """Shrink an image (never enlarge) so its longer side is at most ``max_side``.
+
+    Returns:
+        The image and the transform back to original pixels (no padding).
+    """
+    h, w = image.shape[:2]
+    r = min(1.0, max_side / max(h, w))
+    new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
+    if (new_w, new_h) != (w, h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    transform = LetterboxTransform(
+        gain_x=np.float32(new_w / w),
+        gain_y=np.float32(new_h / h),
+        pad_left=0,
+        pad_top=0,
+        height=h,
+        width=w,
+    )
+    return image, transform
+
+
+def preprocess_frcnn(data: bytes, *, max_side: int = 1333) -> tuple[np.ndarray, LetterboxTransform]:
+    """Encoded bytes -> ``(3, H, W)`` float32 RGB in ``[0, 1]`` for a torchvision Faster R-CNN
+    graph (which resizes and normalises itself), and the transform to original pixels.
+
+    Raises:
+        ImageDecodeError: if the bytes are not a readable image.
+    """
+    image, transform = shrink_to_max_side(decode_image(data), max_side=max_side)
+    return to_input_tensor(image), transform
+
+
+def postprocess_frcnn(
+    raw: np.ndarray,
+    transform: LetterboxTransform,
+    *,
+    names: Sequence[str],
+    conf_threshold: float = 0.05,
+    iou_threshold: float = 0.5,
+    max_det: int = 100,
+) -> Detections:
+    """Faster R-CNN graph output for one image -> detections in original pixels.
+
+    Args:
+        raw: ``(n, 6)`` float32 rows ``[x1, y1, x2, y2, score, label]`` in input pixels; labels
+            count from 1 (0 is torchvision's background).
+        transform: the shrink transform of this image.
+        names: the model's class names (without background).
+        conf_threshold: keep detections scoring at least this.
+        iou_threshold: class-aware NMS on top of the graph's own (a no-op at the graph's 0.5).
+        max_det: most detections returned.
+
+    Raises:
+        ValueError: if ``raw`` is not ``(n, 6)``.
+    """
+    raw = np.asarray(raw, dtype=np.float32)
+    if raw.ndim != 2 or raw.shape[1] != 6:
+        raise ValueError(f"Faster R-CNN output must have shape (n, 6), got {tuple(raw.shape)}")
+    size = (transform.height, transform.width)
+    labels = np.rint(raw[:, 5]).astype(np.int64)
+    keep = (raw[:, 4] >= conf_threshold) & (labels >= 1) & (labels <= len(names))
+    if not keep.any():
+        return Detections.empty(image_size=size)
+    boxes, scores, class_ids = raw[keep, :4], raw[keep, 4], labels[keep] - 1
+    idx = batched_nms(boxes, scores, class_ids, iou_threshold=iou_threshold)[:max_det]
+    return Detections.from_arrays(
+        xyxy=unletterbox_boxes(boxes[idx], transform),
+        scores=scores[idx],
+        class_ids=class_ids[idx],
+        names=names,
+        image_size=size,
+    )

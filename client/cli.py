@@ -177,7 +177,7 @@ def _make_detector(args: argparse.Namespace):
     from bonefrac.errors import BonefracError
 
     if args.in_process:
-        from bonefrac.runtime import InProcessPipeline
+        from bonefrac.pipeline import InProcessPipeline
 
         try:
             pipeline = InProcessPipeline(args.repository, args.model)

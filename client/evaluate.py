@@ -306,12 +306,13 @@ def in_process_model(
     repository: str | os.PathLike[str], name: str, *, conf_threshold: float = EVAL_CONF_THRESHOLD
 ) -> ModelUnderTest:
     """The same pipeline in this process; its content hash is the ONNX file's."""
-    from bonefrac.runtime import InProcessPipeline, file_sha256
+    from bonefrac.pipeline import InProcessPipeline
+    from bonefrac.runtime import file_sha256
 
     pipeline = InProcessPipeline(repository, name)
     return ModelUnderTest(
         name=name,
-        content_sha256=file_sha256(pipeline.settings.onnx_path),
+        content_sha256=file_sha256(pipeline.onnx_path),
         source="in-process",
         detect=lambda data: pipeline.detect(data, conf_threshold=conf_threshold),
     )

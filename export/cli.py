@@ -7,18 +7,51 @@ import sys
 from pathlib import Path
 
 from bonefrac.client.cli import collect_images
+from bonefrac.export.triton_config import PROFILES
 
 
-def _classes_from_data(path: str) -> list[str]:
-    import yaml
+def classes_from_data(path: str) -> list[str]:
+    """The class names of a dataset yaml."""
+    from bonefrac.dataset import YoloDataset
 
-    data = yaml.safe_load(Path(path).read_text())
-    names = data.get("names") if isinstance(data, dict) else None
-    if isinstance(names, dict):
-        names = [names[k] for k in sorted(names)]
-    if not isinstance(names, list) or not names:
-        raise ValueError(f"{path} has no 'names' list of classes")
-    return [str(n) for n in names]
+    return list(YoloDataset.from_yaml(path).names)
+
+
+def _common(p: argparse.ArgumentParser, *, name: str) -> None:
+    names = p.add_mutually_exclusive_group()
+    names.add_argument("--classes", nargs="+", metavar="NAME", help="class names in id order")
+    names.add_argument("--data", metavar="DATA.yaml", help="take class names from a dataset yaml")
+    p.add_argument(
+        "--out",
+        default="model_repository",
+        metavar="DIR",
+        help="model repository to write (default: %(default)s)",
+    )
+    p.add_argument("--name", default=name, help="ensemble name (default: %(default)s)")
+    p.add_argument(
+        "--profile",
+        default="cpu",
+        choices=PROFILES,
+        help="cpu: ONNX Runtime in the Python backend (runs anywhere); gpu-onnx: "
+        "Triton's onnxruntime_onnx with TensorRT FP16; gpu-trt: a TensorRT plan "
+        "built on the GPU node (default: %(default)s)",
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite the newest detector version instead of adding version N+1",
+    )
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed for random init (default: %(default)s)"
+    )
+    p.add_argument(
+        "--parity-images",
+        metavar="PATH",
+        nargs="*",
+        default=[],
+        help="images or folders for the parity check (first 4; random inputs if none)",
+    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,8 +59,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="export a detector to ONNX and a Triton model repository",
         description="Export a trained detector to ONNX, check ONNX Runtime against PyTorch, and "
-        "write the model and its config.pbtxt files into a Triton model repository. "
-        "Needs the export extras: pip install 'bonefrac[export]'.",
+        "write the model and its config.pbtxt files into a Triton model repository "
+        "(a new detector version when one exists). Needs the export extras: "
+        "pip install 'bonefrac[export]' (not 'retarget').",
     )
     kinds = p.add_subparsers(dest="kind", metavar="MODEL", required=True)
     y = kinds.add_parser(
@@ -43,29 +77,77 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="YAML",
         help="a model config such as yolo11n.yaml (random weights, seeded)",
     )
-    names = y.add_mutually_exclusive_group()
-    names.add_argument("--classes", nargs="+", metavar="NAME", help="class names in id order")
-    names.add_argument("--data", metavar="DATA.yaml", help="take class names from a dataset yaml")
-    y.add_argument(
-        "--out",
+    y.add_argument("--imgsz", type=int, default=640, help="letterbox side (default: %(default)s)")
+    _common(y, name="yolo11")
+    y.set_defaults(func=run_yolo11)
+
+    f = kinds.add_parser(
+        "frcnn",
+        help="a torchvision Faster R-CNN checkpoint (or random weights)",
+        description="Export torchvision Faster R-CNN with the legacy exporter (opset 17, dynamic "
+        "height, width and detection count; one image per call). Resize and "
+        "normalisation are inside the graph. Large weights are stored as FP16 "
+        "(--fp32 keeps them FP32).",
+    )
+    src = f.add_mutually_exclusive_group(required=True)
+    src.add_argument("--weights", metavar="PATH.pth", help="a trained checkpoint (state_dict)")
+    src.add_argument("--random", action="store_true", help="seeded random weights")
+    f.add_argument(
+        "--arch",
+        default="mobilenet_v3_fpn",
+        choices=("mobilenet_v3_fpn", "r50_fpn_v2"),
+        help="mobilenet_v3_fpn for CPU speed, r50_fpn_v2 for accuracy (default: %(default)s)",
+    )
+    f.add_argument(
+        "--min-size",
+        type=int,
+        default=512,
+        help="graph resize: shorter side (default: %(default)s)",
+    )
+    f.add_argument(
+        "--max-size",
+        type=int,
+        default=640,
+        help="graph resize: cap on the longer side (default: %(default)s)",
+    )
+    f.add_argument("--fp32", action="store_true", help="store weights in FP32 (twice the size)")
+    _common(f, name="frcnn")
+    f.set_defaults(func=run_frcnn)
+
+    r = kinds.add_parser(
+        "retarget",
+        help="rewrite an exported model for another profile (no torch needed)",
+        description="Copy an exported model from one repository to another with the configs of "
+        "another profile, e.g. the CPU repository to a gpu-trt repository for a GPU "
+        "node (which then builds its engine with NAME_detector/build_engine.sh).",
+    )
+    r.add_argument(
+        "--repository",
         default="model_repository",
         metavar="DIR",
-        help="model repository to write (default: %(default)s)",
+        help="source repository (default: %(default)s)",
     )
-    y.add_argument("--name", default="yolo11", help="ensemble name (default: %(default)s)")
-    y.add_argument("--imgsz", type=int, default=640, help="letterbox side (default: %(default)s)")
-    y.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
-    y.add_argument(
-        "--seed", type=int, default=0, help="seed for random init (default: %(default)s)"
+    r.add_argument(
+        "--models",
+        default="yolo11,frcnn",
+        metavar="NAME[,NAME]",
+        help="ensembles to copy (default: %(default)s)",
     )
-    y.add_argument(
-        "--parity-images",
-        metavar="PATH",
-        nargs="*",
-        default=[],
-        help="images or folders for the parity check (first 4; random inputs if none)",
+    r.add_argument("--profile", required=True, choices=PROFILES)
+    r.add_argument("--out", required=True, metavar="DIR", help="target repository")
+    r.set_defaults(func=run_retarget)
+
+
+def _classes(args: argparse.Namespace) -> list[str] | None:
+    return classes_from_data(args.data) if args.data else args.classes
+
+
+def _report(result, out: str) -> None:
+    print(result.parity)
+    print(
+        f"wrote {len(result.files)} files for ensemble '{result.spec.name}' "
+        f"({len(result.spec.class_names)} classes, detector version {result.version}) into {out}"
     )
-    y.set_defaults(func=run_yolo11)
 
 
 def run_yolo11(args: argparse.Namespace) -> int:
@@ -73,25 +155,70 @@ def run_yolo11(args: argparse.Namespace) -> int:
     from bonefrac.export.yolo11 import export_yolo11
 
     try:
-        classes = _classes_from_data(args.data) if args.data else args.classes
         images = collect_images(args.parity_images)[:4] if args.parity_images else []
         result = export_yolo11(
             out=args.out,
             weights=args.weights,
             config=args.config,
-            class_names=classes,
+            class_names=_classes(args),
             imgsz=args.imgsz,
             name=args.name,
             opset=args.opset,
             seed=args.seed,
             parity_images=images,
+            profile=args.profile,
+            replace=args.replace,
         )
     except (BonefracError, ValueError, FileNotFoundError) as exc:
         print(f"bonefrac export: {exc}", file=sys.stderr)
         return 1
-    print(result.parity)
-    print(
-        f"wrote {len(result.files)} files for ensemble '{result.spec.name}' "
-        f"({len(result.spec.class_names)} classes) into {args.out}"
-    )
+    _report(result, args.out)
+    return 0
+
+
+def run_frcnn(args: argparse.Namespace) -> int:
+    from bonefrac.errors import BonefracError
+    from bonefrac.export.frcnn import export_frcnn
+
+    try:
+        classes = _classes(args)
+        if not classes:
+            raise ValueError("give the classes with --classes or --data")
+        images = collect_images(args.parity_images)[:4] if args.parity_images else []
+        result = export_frcnn(
+            out=args.out,
+            class_names=classes,
+            arch=args.arch,
+            weights=args.weights,
+            min_size=args.min_size,
+            max_size=args.max_size,
+            name=args.name,
+            opset=args.opset,
+            seed=args.seed,
+            parity_images=images,
+            fp16_weights=not args.fp32,
+            profile=args.profile,
+            replace=args.replace,
+        )
+    except (BonefracError, ValueError, FileNotFoundError) as exc:
+        print(f"bonefrac export: {exc}", file=sys.stderr)
+        return 1
+    _report(result, args.out)
+    return 0
+
+
+def run_retarget(args: argparse.Namespace) -> int:
+    from bonefrac.errors import BonefracError
+    from bonefrac.export.repository import retarget
+
+    try:
+        for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+            version, files = retarget(args.repository, model, profile=args.profile, out=args.out)
+            print(
+                f"{model}: {len(files)} files, detector version {version}, profile "
+                f"{args.profile} -> {Path(args.out)}"
+            )
+    except BonefracError as exc:
+        print(f"bonefrac export: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -4,63 +4,42 @@ ONNX Runtime against PyTorch, and write it into a Triton model repository.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bonefrac.errors import BonefracError
-from bonefrac.export.repository import write_yolo11_repository
-from bonefrac.export.spec import Yolo11Spec
+from bonefrac.export._common import (
+    ExportError,
+    ParityReport,
+    add_metadata,
+    require_export_extras,
+)
+from bonefrac.export.repository import write_repository
 from bonefrac.runtime import file_sha256
-
-
-class ExportError(BonefracError):
-    """An export could not be done, or its ONNX model does not match PyTorch."""
-
-
-@dataclass(frozen=True)
-class ParityReport:
-    """ONNX Runtime vs PyTorch on the same inputs.
-
-    Attributes:
-        images: how many inputs were compared.
-        max_abs_diff_boxes: largest difference of box coordinates, in input pixels.
-        max_abs_diff_scores: largest difference of class scores.
-    """
-
-    images: int
-    max_abs_diff_boxes: float
-    max_abs_diff_scores: float
-
-    def __str__(self) -> str:
-        return (
-            f"ONNX Runtime vs PyTorch on {self.images} images: max |diff| boxes "
-            f"{self.max_abs_diff_boxes:.2e} px, scores {self.max_abs_diff_scores:.2e}"
-        )
+from bonefrac.spec import DetectorSpec, Yolo11Spec
 
 
 @dataclass(frozen=True)
 class ExportResult:
-    spec: Yolo11Spec
+    """What an export wrote.
+
+    Attributes:
+        spec: the model spec (with the ONNX file's SHA-256).
+        onnx_path: the ONNX file in the repository.
+        version: the detector version written.
+        parity: ONNX Runtime vs PyTorch.
+        files: every file written.
+    """
+
+    spec: DetectorSpec
     onnx_path: Path
+    version: int
     parity: ParityReport
     files: list[Path]
-
-
-def _require_export_extras():
-    try:
-        import torch  # noqa: F401
-        import ultralytics  # noqa: F401
-    except ImportError as exc:
-        raise ExportError(
-            f"export needs the export extras ({exc.name} is missing): "
-            "pip install 'bonefrac[export]'"
-        ) from None
 
 
 def _build_model(
@@ -124,24 +103,6 @@ def _export_onnx(model, *, imgsz: int, opset: int, folder: Path) -> Path:
     return path if path.is_absolute() else folder / path
 
 
-def _add_metadata(onnx_path: Path, spec: Yolo11Spec) -> None:
-    import onnx
-
-    proto = onnx.load(str(onnx_path))
-    extra = {
-        "bonefrac_model": spec.name,
-        "bonefrac_class_names": json.dumps(list(spec.class_names)),
-        "bonefrac_imgsz": str(spec.imgsz),
-        "bonefrac_input": "RGB float32 NCHW in [0, 1], letterboxed with grey 114",
-    }
-    kept = [p for p in proto.metadata_props if p.key not in extra]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    for key, value in extra.items():
-        proto.metadata_props.add(key=key, value=value)
-    onnx.save(proto, str(onnx_path))
-
-
 def _parity_inputs(images: Sequence[Path], *, imgsz: int, seed: int) -> np.ndarray:
     from bonefrac.processing import preprocess_yolo
 
@@ -188,7 +149,8 @@ def export_yolo11(
     parity_images: Sequence[Path] = (),
     box_tolerance_px: float = 0.05,
     score_tolerance: float = 1e-3,
-    version: int = 1,
+    profile: str = "cpu",
+    replace: bool = False,
 ) -> ExportResult:
     """Export YOLO11 to ONNX, check parity and write a Triton model repository.
 
@@ -204,12 +166,13 @@ def export_yolo11(
         parity_images: image files for the parity check (random inputs when empty).
         box_tolerance_px: largest allowed box difference, in input pixels.
         score_tolerance: largest allowed score difference.
-        version: model version folder to write.
+        profile: ``cpu``, ``gpu-onnx`` or ``gpu-trt``.
+        replace: overwrite the newest detector version instead of adding one.
 
     Raises:
         ExportError: bad arguments, missing extras, or parity above tolerance.
     """
-    _require_export_extras()
+    require_export_extras()
     from bonefrac.export._offline import prepare_ultralytics_offline
 
     prepare_ultralytics_offline()
@@ -217,22 +180,17 @@ def export_yolo11(
     spec = Yolo11Spec(class_names=tuple(names), name=name, imgsz=imgsz)
     with tempfile.TemporaryDirectory(prefix="bonefrac-export-") as tmp:
         onnx_path = _export_onnx(model, imgsz=imgsz, opset=opset, folder=Path(tmp))
-        _add_metadata(onnx_path, spec)
+        add_metadata(
+            onnx_path, spec, input_note="RGB float32 NCHW in [0, 1], letterboxed with grey 114"
+        )
         parity = check_parity(
             model,
             onnx_path,
             _parity_inputs(parity_images, imgsz=imgsz, seed=seed),
             num_classes=len(names),
         )
-        if (
-            parity.max_abs_diff_boxes > box_tolerance_px
-            or parity.max_abs_diff_scores > score_tolerance
-        ):
-            raise ExportError(
-                f"parity check failed: {parity} (tolerance {box_tolerance_px} px, "
-                f"{score_tolerance} score)"
-            )
-        spec = replace(spec, model_sha256=file_sha256(onnx_path))
-        files = write_yolo11_repository(spec, onnx_path, out, version=version)
+        parity.check(box_tolerance_px=box_tolerance_px, score_tolerance=score_tolerance)
+        spec = spec.with_sha256(file_sha256(onnx_path))
+        version, files = write_repository(spec, onnx_path, out, profile=profile, replace=replace)
     target = Path(out) / spec.detector / str(version) / spec.onnx_file
-    return ExportResult(spec=spec, onnx_path=target, parity=parity, files=files)
+    return ExportResult(spec=spec, onnx_path=target, version=version, parity=parity, files=files)

@@ -60,6 +60,6 @@ def triton(repository: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def reference(repository: Path):
     """The in-process reference pipeline over the same repository."""
-    from bonefrac.runtime import InProcessPipeline
+    from bonefrac.pipeline import InProcessPipeline
 
     return InProcessPipeline(repository, "yolo11")

@@ -1,5 +1,5 @@
-"""The generated Triton configs: they parse with Triton's own schema, the committed repository is
-what the spec generates, and the ensemble is wired consistently."""
+"""The generated Triton configs: they parse with Triton's own schema for every profile, the
+committed repository is what its spec generates, and every ensemble is wired consistently."""
 
 from __future__ import annotations
 
@@ -7,47 +7,81 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from bonefrac.export.repository import entry_point, yolo11_entry_points
-from bonefrac.export.spec import BatchingSpec, Yolo11Spec
-from bonefrac.export.triton_config import to_pbtxt, yolo11_configs
-from bonefrac.runtime import (
-    config_parameters,
-    file_sha256,
-    read_model_config,
-    read_pipeline_settings,
-)
+from bonefrac.export.repository import engine_script, entry_point, entry_points
+from bonefrac.export.triton_config import PROFILES, model_configs, to_pbtxt
+from bonefrac.pipeline import read_repository_model
+from bonefrac.runtime import file_sha256
+from bonefrac.spec import BatchingSpec, FrcnnSpec, Yolo11Spec, spec_from_json
 
-
-def _committed_settings(repository) -> dict:
-    """The spec fields an export chose (image size), read back from the committed ensemble."""
-    params = config_parameters(read_model_config(repository / "yolo11" / "config.pbtxt"))
-    return {"imgsz": int(params["imgsz"])}
+SPECS = [
+    Yolo11Spec(),
+    FrcnnSpec(),
+    FrcnnSpec(arch="r50_fpn_v2", name="frcnn_r50", min_size=800, max_size=1333),
+]
 
 
 def _parse(text: str) -> mc.ModelConfig:
     return text_format.Parse(text, mc.ModelConfig())
 
 
-def test_every_generated_config_parses_with_triton_schema():
-    for config in yolo11_configs(Yolo11Spec()).values():
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_every_profile_parses_with_triton_schema_and_is_wired(spec, profile):
+    configs = model_configs(spec, profile=profile)
+    for config in configs.values():
         assert _parse(to_pbtxt(config)) == config
+    _wiring(configs, spec.name)
+    det = configs[spec.detector]
+    if profile == "cpu":
+        assert det.backend == "python"
+        assert det.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    else:
+        assert det.platform == {"gpu-onnx": "onnxruntime_onnx", "gpu-trt": "tensorrt_plan"}[profile]
+        assert det.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    if profile == "gpu-onnx":
+        acc = det.optimization.execution_accelerators.gpu_execution_accelerator[0]
+        assert acc.name == "tensorrt" and acc.parameters["precision_mode"] == "FP16"
+    assert det.model_warmup[0].inputs  # warm-up on every profile
+    for name in (spec.preprocess, spec.postprocess):
+        assert configs[name].backend == "python"
+    assert spec_from_json(configs[spec.name].parameters["spec"].string_value) == spec
 
 
-def test_committed_repository_is_what_the_spec_generates(repository):
-    onnx = repository / "yolo11_detector" / "1" / "model.onnx"
-    spec = Yolo11Spec(model_sha256=file_sha256(onnx), **_committed_settings(repository))
-    for name, config in yolo11_configs(spec).items():
-        committed = (repository / name / "config.pbtxt").read_text()
-        assert committed == to_pbtxt(config), f"{name}/config.pbtxt differs from the spec"
-    for model, module in yolo11_entry_points(Yolo11Spec()).items():
-        assert (repository / model / "1" / "model.py").read_text() == entry_point(module)
+def test_committed_repository_is_what_its_spec_generates(repository):
+    for name in ("yolo11", "frcnn"):
+        found = read_repository_model(repository, name)
+        assert found.spec.model_sha256 == file_sha256(found.onnx_path), f"{name}: stale hash"
+        for model, config in model_configs(found.spec).items():
+            committed = (repository / model / "config.pbtxt").read_text()
+            assert committed == to_pbtxt(config), f"{model}/config.pbtxt differs from its spec"
+        for model, module in entry_points(found.spec).items():
+            versions = sorted(p for p in (repository / model).iterdir() if p.name.isdigit())
+            assert (versions[-1] / "model.py").read_text() == entry_point(module)
 
 
 def test_entry_points_name_existing_modules():
     import importlib.util
 
-    for module in set(yolo11_entry_points(Yolo11Spec()).values()):
-        assert importlib.util.find_spec(f"bonefrac.triton_models.{module}") is not None
+    for spec in SPECS:
+        for module in set(entry_points(spec).values()):
+            assert importlib.util.find_spec(f"bonefrac.triton_models.{module}") is not None
+
+
+def test_yolo_detector_carries_ultralytics_metadata():
+    import ast
+
+    det = model_configs(Yolo11Spec(imgsz=320))["yolo11_detector"]
+    meta = ast.literal_eval(det.parameters["metadata"].string_value)
+    assert meta["imgsz"] == [320, 320] and meta["names"][0] == "elbow positive"
+    assert meta["task"] == "detect" and meta["args"]["dynamic"] is False
+    assert det.input[0].name == "images" and det.output[0].name == "output0"
+
+
+def test_engine_script_uses_spec_shapes():
+    text = engine_script(Yolo11Spec(), version=3)
+    assert "3/model.onnx" in text and "3/model.plan" in text and "--fp16" in text
+    assert "--maxShapes=images:8x3x640x640" in text
+    assert "--minShapes=images:1x3x256x256" in engine_script(FrcnnSpec(), version=1)
 
 
 def _wiring(configs: dict[str, mc.ModelConfig], ensemble: str):
@@ -77,14 +111,9 @@ def _wiring(configs: dict[str, mc.ModelConfig], ensemble: str):
         assert produced[out.name] == (out.data_type, list(out.dims))
 
 
-def test_ensemble_wiring_is_consistent():
-    spec = Yolo11Spec()
-    _wiring(yolo11_configs(spec), spec.name)
-
-
 def test_detector_rows_follow_class_count():
     spec = Yolo11Spec(class_names=("a", "b"), name="tiny")
-    configs = yolo11_configs(spec)
+    configs = model_configs(spec)
     assert list(configs["tiny_detector"].output[0].dims) == [6, -1]
     _wiring(configs, "tiny")
 
@@ -95,11 +124,8 @@ def test_spec_refuses_bad_values():
     with pytest.raises(ValueError, match="preferred batch sizes"):
         BatchingSpec(max_batch_size=4, preferred_batch_sizes=(8,))
     with pytest.raises(ValueError, match="unknown profile"):
-        yolo11_configs(Yolo11Spec(), profile="tpu")
-
-
-def test_pipeline_settings_come_from_the_repository(repository):
-    settings = read_pipeline_settings(repository, "yolo11")
-    assert settings.imgsz == 640 and len(settings.names) == 7
-    assert settings.onnx_path.is_file()
-    assert read_model_config(repository / "yolo11" / "config.pbtxt").platform == "ensemble"
+        model_configs(Yolo11Spec(), profile="tpu")
+    with pytest.raises(ValueError, match="unknown arch"):
+        FrcnnSpec(arch="vgg")
+    with pytest.raises(ValueError, match="unknown model family"):
+        spec_from_json('{"family": "detr"}')

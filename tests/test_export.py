@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from bonefrac.export.yolo11 import ExportError, export_yolo11
-from bonefrac.runtime import InProcessPipeline, OnnxDetector
+from bonefrac.pipeline import InProcessPipeline
+from bonefrac.runtime import OnnxDetector
 
 pytestmark = pytest.mark.export
 
@@ -93,3 +94,70 @@ def test_export_cli_help_and_error():
         text=True,
     )
     assert bad.returncode == 1 and "does not exist" in bad.stderr
+
+
+def test_frcnn_export_from_weights_parity_and_new_version(tmp_path, valid_images):
+    import torch
+
+    from bonefrac.export.frcnn import build_frcnn, calibrate_batchnorm, export_frcnn
+    from bonefrac.processing import preprocess_frcnn
+    from bonefrac.spec import FrcnnSpec
+
+    spec = FrcnnSpec(class_names=("fracture",), min_size=256, max_size=320)
+    model = build_frcnn(spec, seed=3)
+    calibrate_batchnorm(model, [preprocess_frcnn(p.read_bytes())[0] for p in valid_images[:2]])
+    weights = tmp_path / "frcnn.pth"
+    torch.save({"model": model.state_dict()}, weights)
+
+    kwargs = dict(
+        out=tmp_path / "repo",
+        class_names=["fracture"],
+        weights=weights,
+        min_size=256,
+        max_size=320,
+        parity_images=valid_images[:2],
+    )
+    first = export_frcnn(**kwargs)
+    assert first.version == 1
+    assert first.parity.max_abs_diff_boxes < 0.05 and "0 unmatched" in first.parity.note
+    assert "FP16-stored weights" in first.parity.note
+    second = export_frcnn(**kwargs)
+    assert second.version == 2  # re-export adds a version, it does not overwrite
+    assert (tmp_path / "repo" / "frcnn_detector" / "1" / "model.onnx").is_file()
+    pipeline = InProcessPipeline(tmp_path / "repo", "frcnn")
+    assert pipeline.onnx_path == second.onnx_path
+    result = pipeline.detect(valid_images[0].read_bytes(), conf_threshold=0.0)
+    assert len(result) > 0 and set(result.class_names) == {"fracture"}
+    meta = OnnxDetector(second.onnx_path).metadata
+    assert meta["bonefrac_family"] == "frcnn" and len(meta["bonefrac_graph_sha256"]) == 64
+
+
+def test_frcnn_weights_of_another_shape_are_refused(tmp_path):
+    import torch
+
+    from bonefrac.export.frcnn import build_frcnn
+    from bonefrac.spec import FrcnnSpec
+
+    weights = tmp_path / "three.pth"
+    torch.save(build_frcnn(FrcnnSpec(class_names=("a", "b", "c"))).state_dict(), weights)
+    with pytest.raises(ExportError, match="does not fit"):
+        build_frcnn(FrcnnSpec(class_names=("a",)), weights=weights)
+
+
+def test_retarget_to_gpu_profiles_without_torch_export(repository, tmp_path):
+    from bonefrac.export.repository import retarget
+    from bonefrac.pipeline import read_model_config
+
+    for profile in ("gpu-onnx", "gpu-trt"):
+        out = tmp_path / profile
+        version, files = retarget(repository, "yolo11", profile=profile, out=out)
+        det = read_model_config(out / "yolo11_detector" / "config.pbtxt")
+        assert det.platform == {"gpu-onnx": "onnxruntime_onnx", "gpu-trt": "tensorrt_plan"}[profile]
+        assert (out / "yolo11_detector" / str(version) / "model.onnx").is_file()
+        assert not (out / "yolo11_detector" / str(version) / "model.py").exists()
+    script = tmp_path / "gpu-trt" / "yolo11_detector" / "build_engine.sh"
+    result = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}
+    )
+    assert result.returncode != 0  # refuses here: no trtexec, no GPU
+    assert "trtexec not found" in result.stderr or "no NVIDIA GPU" in result.stderr

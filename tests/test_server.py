@@ -203,3 +203,60 @@ def test_infer_cli_served_matches_in_process(triton, repository, valid_images, t
             assert np.allclose(da["box"], db["box"], atol=0.01)
             assert abs(da["score"] - db["score"]) <= 1e-4
             assert da["class_name"] == db["class_name"]
+
+
+# -- Faster R-CNN: the same ensemble interface, another detector --------------------------------
+
+
+@pytest.fixture(scope="module")
+def frcnn_reference(repository):
+    from bonefrac.pipeline import InProcessPipeline
+
+    return InProcessPipeline(repository, "frcnn")
+
+
+def test_frcnn_served_equals_in_process_reference(triton, frcnn_reference, valid_images):
+    with DetectionClient(triton.grpc_url, model="frcnn", timeout_s=60) as frcnn:
+        for path in valid_images[:4]:
+            data = path.read_bytes()
+            assert_same(frcnn.detect(data), frcnn_reference.detect(data))
+
+
+def test_frcnn_blank_and_tiny_images_do_not_fail(triton):
+    import cv2
+
+    with DetectionClient(triton.grpc_url, model="frcnn", timeout_s=60) as frcnn:
+        for shape in [(300, 300), (8, 8), (2000, 600)]:
+            ok, png = cv2.imencode(".png", np.zeros(shape, np.uint8))
+            result = frcnn.detect(png.tobytes(), conf_threshold=0.0)
+            assert result.image_size == shape
+            assert np.all(result.xyxy[:, [2]] <= shape[1]) and np.all(
+                result.xyxy[:, [3]] <= shape[0]
+            )
+
+
+def test_infer_cli_both_models_against_one_server(triton, valid_images, tmp_path):
+    for model in ("yolo11", "frcnn"):
+        out = tmp_path / f"{model}.json"
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bonefrac.cli",
+                "infer",
+                str(valid_images[0]),
+                "--server",
+                triton.grpc_url,
+                "--model",
+                model,
+                "--conf",
+                "0.001",
+                "--json",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        records = json.loads(out.read_text())
+        assert len(records) == 1 and records[0]["detections"], model

@@ -5,7 +5,8 @@ Each ``model_repository/<model>/<version>/model.py`` is a one-line entry point t
 package. These modules import ``triton_python_backend_utils``, which exists only inside Triton's
 Python backend stub: import them there, not elsewhere.
 
-* ``yolo11_preprocess``: encoded bytes -> letterboxed tensor + transform.
+* ``preprocess``: encoded bytes -> detector input + transform (YOLO11 letterbox, or the shrunk
+  image for Faster R-CNN, as the model's spec says).
 * ``onnx_detector``: ONNX Runtime inside the Python backend (the CPU profile's detector).
-* ``yolo11_postprocess``: raw output -> boxes in original pixels, scores, class ids and names.
+* ``postprocess``: raw output -> boxes in original pixels, scores, class ids and names.
 """

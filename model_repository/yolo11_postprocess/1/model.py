@@ -1,3 +1,3 @@
-"""Triton entry point; the model's code is bonefrac.triton_models.yolo11_postprocess."""
+"""Triton entry point; the model's code is bonefrac.triton_models.postprocess."""
 
-from bonefrac.triton_models.yolo11_postprocess import TritonPythonModel  # noqa: F401
+from bonefrac.triton_models.postprocess import TritonPythonModel  # noqa: F401

@@ -1,3 +1,3 @@
-"""Triton entry point; the model's code is bonefrac.triton_models.yolo11_preprocess."""
+"""Triton entry point; the model's code is bonefrac.triton_models.preprocess."""
 
-from bonefrac.triton_models.yolo11_preprocess import TritonPythonModel  # noqa: F401
+from bonefrac.triton_models.preprocess import TritonPythonModel  # noqa: F401

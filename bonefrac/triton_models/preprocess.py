@@ -1,8 +1,9 @@
-"""YOLO11 pre-processing: encoded image bytes -> letterboxed detector input.
+"""Pre-processing: encoded image bytes -> detector input and its transform.
 
-Input ``image`` (BYTES ``[1]``): JPEG/PNG/... bytes. Outputs ``images`` (FP32 ``[3, S, S]``, RGB
-in [0, 1]) and ``letterbox`` (FP32 ``[6]``: gain_x, gain_y, pad_left, pad_top, height, width). The
-processing itself is ``bonefrac.processing``, shared with the client and the evaluator.
+Input ``image`` (BYTES ``[1]``): JPEG/PNG/... bytes. Outputs ``images`` (FP32 ``[3, H, W]``, RGB in
+[0, 1]: letterboxed for YOLO11, the shrunk image for Faster R-CNN) and ``letterbox`` (FP32 ``[6]``:
+gain_x, gain_y, pad_left, pad_top, height, width). The model's spec (config parameter ``spec``)
+says which; the processing is ``bonefrac.pipeline.preprocessor``, shared with the client.
 """
 
 import json
@@ -10,7 +11,8 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from bonefrac.processing import preprocess_yolo
+from bonefrac.pipeline import preprocessor
+from bonefrac.spec import spec_from_json
 from bonefrac.triton_models._support import error_response, model_parameters, required_parameter
 
 
@@ -18,7 +20,9 @@ class TritonPythonModel:
     def initialize(self, args):
         self.name = args["model_name"]
         params = model_parameters(json.loads(args["model_config"]))
-        self.imgsz = int(required_parameter(params, "imgsz", model=self.name))
+        self.preprocess = preprocessor(
+            spec_from_json(required_parameter(params, "spec", model=self.name))
+        )
 
     def execute(self, requests):
         responses = []
@@ -27,9 +31,14 @@ class TritonPythonModel:
                 encoded = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
                 tensors, transforms = [], []
                 for item in encoded.reshape(encoded.shape[0], -1)[:, 0]:
-                    tensor, transform = preprocess_yolo(bytes(item), size=self.imgsz)
+                    tensor, transform = self.preprocess(bytes(item))
                     tensors.append(tensor)
                     transforms.append(transform.to_array())
+                if len({t.shape for t in tensors}) > 1:
+                    raise ValueError(
+                        "images of one request must give inputs of one size; "
+                        "send them in separate requests"
+                    )
                 responses.append(
                     pb_utils.InferenceResponse(
                         output_tensors=[

@@ -1,0 +1,208 @@
+"""One spec per served model: it drives both the export and the generated ``config.pbtxt`` files.
+
+Pure Python (no torch), so the serving side can read it too. A spec is stored as JSON in its
+ensemble's ``config.pbtxt`` (parameter ``spec``), so a repository describes itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, ClassVar
+
+#: The classes of the bundled dataset (``data.yaml`` of the bone-fracture-yolo8 export).
+DATASET_CLASSES: tuple[str, ...] = (
+    "elbow positive",
+    "fingers positive",
+    "forearm fracture",
+    "humerus fracture",
+    "humerus",
+    "shoulder fracture",
+    "wrist positive",
+)
+
+
+@dataclass(frozen=True)
+class BatchingSpec:
+    """Dynamic batching and instances.
+
+    Defaults, and why (CPU profile, 2 cores):
+        * ``max_batch_size=8``: the most images one ONNX Runtime call takes; larger batches do
+          not raise CPU throughput, they only add latency.
+        * ``preferred_batch_sizes=(2, 4, 8)``: form a batch as soon as a useful size is queued.
+        * ``max_queue_delay_us=2000``: wait at most 2 ms for a batch to fill (a CPU inference
+          takes about 30 ms, so this costs little at low load and batches well at high load).
+        * ``detector_instances=1`` with ``detector_threads=2``: one session using both cores
+          beats two sessions fighting over them.
+        * ``preprocess_instances=2``: decoding runs in parallel with inference.
+        * ``gpu_instances=2``: on a GPU, two instances overlap copies with compute.
+    """
+
+    max_batch_size: int = 8
+    preferred_batch_sizes: tuple[int, ...] = (2, 4, 8)
+    max_queue_delay_us: int = 2000
+    detector_instances: int = 1
+    detector_threads: int = 2
+    preprocess_instances: int = 2
+    postprocess_instances: int = 1
+    gpu_instances: int = 2
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
+        bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
+        if bad:
+            raise ValueError(
+                f"preferred batch sizes {bad} are outside 1..max_batch_size ({self.max_batch_size})"
+            )
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """What every served detector has. Served as the ensemble ``name`` with the steps
+    ``<name>_preprocess``, ``<name>_detector`` and ``<name>_postprocess``.
+
+    Attributes:
+        class_names: the model's classes, in class-id order (no background).
+        name: ensemble name clients call.
+        conf_threshold: default minimum score (a request may pass its own).
+        iou_threshold: default NMS IoU threshold (a request may pass its own).
+        max_det: most detections per image.
+        onnx_file: file name of the ONNX model in the detector's version folder.
+        model_sha256: SHA-256 of the ONNX file, written by the export; clients use it to know
+            which model answered (e.g. to cache evaluations).
+        batching: dynamic batching and instances.
+    """
+
+    family: ClassVar[str] = ""
+
+    class_names: tuple[str, ...] = DATASET_CLASSES
+    name: str = ""
+    conf_threshold: float = 0.25
+    iou_threshold: float = 0.7
+    max_det: int = 300
+    onnx_file: str = "model.onnx"
+    model_sha256: str = ""
+    batching: BatchingSpec = field(default_factory=BatchingSpec)
+
+    def __post_init__(self) -> None:
+        if not self.class_names:
+            raise ValueError("class_names must name at least one class")
+        if not self.name:
+            object.__setattr__(self, "name", self.family)
+        if not 0.0 <= self.conf_threshold <= 1.0 or not 0.0 < self.iou_threshold <= 1.0:
+            raise ValueError("conf_threshold must be in [0, 1] and iou_threshold in (0, 1]")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def preprocess(self) -> str:
+        return f"{self.name}_preprocess"
+
+    @property
+    def detector(self) -> str:
+        return f"{self.name}_detector"
+
+    @property
+    def postprocess(self) -> str:
+        return f"{self.name}_postprocess"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, **asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def with_sha256(self, sha256: str) -> DetectorSpec:
+        return replace(self, model_sha256=sha256)
+
+
+@dataclass(frozen=True)
+class Yolo11Spec(DetectorSpec):
+    """An Ultralytics YOLO11 detector.
+
+    Attributes:
+        imgsz: square letterbox side in pixels (a multiple of 32).
+    """
+
+    family: ClassVar[str] = "yolo11"
+    imgsz: int = 640
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.imgsz < 32 or self.imgsz % 32:
+            raise ValueError(f"imgsz must be a positive multiple of 32, got {self.imgsz}")
+
+
+FRCNN_ARCHS = ("mobilenet_v3_fpn", "r50_fpn_v2")
+
+
+def _frcnn_batching() -> BatchingSpec:
+    # The exported graph takes one image of any size: no batching, one image per call.
+    return BatchingSpec(max_batch_size=1, preferred_batch_sizes=(), max_queue_delay_us=0)
+
+
+@dataclass(frozen=True)
+class FrcnnSpec(DetectorSpec):
+    """A torchvision Faster R-CNN detector. The graph resizes (shorter side to ``min_size``,
+    longer side at most ``max_size``) and normalises inside; pre-processing only decodes and
+    shrinks very large images to ``max_input_side`` first.
+
+    Attributes:
+        arch: ``mobilenet_v3_fpn`` or ``r50_fpn_v2``.
+        min_size: the graph's target shorter side, pixels.
+        max_size: the graph's cap on the longer side, pixels.
+        max_input_side: images are shrunk to this longer side before the graph (saves copying
+            pixels the graph would discard).
+    """
+
+    family: ClassVar[str] = "frcnn"
+    conf_threshold: float = 0.05
+    iou_threshold: float = 0.5
+    max_det: int = 100
+    arch: str = "mobilenet_v3_fpn"
+    min_size: int = 512
+    max_size: int = 640
+    max_input_side: int = 1333
+    batching: BatchingSpec = field(default_factory=_frcnn_batching)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.arch not in FRCNN_ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; choose one of {', '.join(FRCNN_ARCHS)}")
+        if not 32 <= self.min_size <= self.max_size <= self.max_input_side:
+            raise ValueError("need 32 <= min_size <= max_size <= max_input_side")
+        if self.batching.max_batch_size != 1:
+            raise ValueError("the Faster R-CNN graph takes one image per call: max_batch_size 1")
+
+
+SPECS: dict[str, type[DetectorSpec]] = {"yolo11": Yolo11Spec, "frcnn": FrcnnSpec}
+
+
+def spec_from_dict(data: dict[str, Any]) -> DetectorSpec:
+    """Rebuild a spec from :meth:`DetectorSpec.to_dict` output.
+
+    Raises:
+        ValueError: unknown family or fields.
+    """
+    data = dict(data)
+    family = data.pop("family", "")
+    if family not in SPECS:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(SPECS)}")
+    cls = SPECS[family]
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {family} spec fields: {sorted(unknown)}")
+    batching = data.pop("batching", None)
+    if batching is not None:
+        batching["preferred_batch_sizes"] = tuple(batching.get("preferred_batch_sizes", ()))
+        data["batching"] = BatchingSpec(**batching)
+    data["class_names"] = tuple(data.get("class_names", ()))
+    return cls(**data)
+
+
+def spec_from_json(text: str) -> DetectorSpec:
+    return spec_from_dict(json.loads(text))

@@ -1,0 +1,13 @@
+# The Gradio UI: talks to Triton over gRPC, loads no model. Base install only (no torch).
+FROM python:3.11-slim
+WORKDIR /opt/bonefrac
+COPY pyproject.toml README.md ./
+COPY bonefrac ./bonefrac
+COPY client ./client
+COPY export ./export
+COPY ui ./ui
+COPY benchmarks ./benchmarks
+COPY train ./train
+RUN pip install --no-cache-dir .
+USER nobody
+EXPOSE 7860

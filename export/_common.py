@@ -1,0 +1,137 @@
+"""What the exporters share: errors, the parity report, ONNX metadata, FP16 weight storage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bonefrac.errors import BonefracError
+from bonefrac.spec import DetectorSpec
+
+
+class ExportError(BonefracError):
+    """An export could not be done, or its ONNX model does not match PyTorch."""
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """ONNX Runtime vs PyTorch on the same inputs.
+
+    Attributes:
+        images: how many inputs were compared.
+        max_abs_diff_boxes: largest difference of box coordinates, in input pixels.
+        max_abs_diff_scores: largest difference of scores.
+        note: anything else the comparison found (e.g. unmatched detections).
+    """
+
+    images: int
+    max_abs_diff_boxes: float
+    max_abs_diff_scores: float
+    note: str = ""
+
+    def __str__(self) -> str:
+        text = (
+            f"ONNX Runtime vs PyTorch on {self.images} images: max |diff| boxes "
+            f"{self.max_abs_diff_boxes:.2e} px, scores {self.max_abs_diff_scores:.2e}"
+        )
+        return f"{text} ({self.note})" if self.note else text
+
+    def check(self, *, box_tolerance_px: float, score_tolerance: float) -> None:
+        """Raises:
+        ExportError: if either difference is above its tolerance.
+        """
+        if self.max_abs_diff_boxes > box_tolerance_px or self.max_abs_diff_scores > score_tolerance:
+            raise ExportError(
+                f"parity check failed: {self} (tolerance {box_tolerance_px} px, "
+                f"{score_tolerance} score)"
+            )
+
+
+def require_export_extras() -> None:
+    """Raises:
+    ExportError: naming the extra to install when torch or its friends are missing.
+    """
+    try:
+        import onnx  # noqa: F401
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError as exc:
+        raise ExportError(
+            f"export needs the export extras ({exc.name} is missing): "
+            "pip install 'bonefrac[export]'"
+        ) from None
+
+
+def graph_sha256(onnx_path: Path) -> str:
+    """SHA-256 of an ONNX model's graph (weights included), metadata excluded."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path))
+    return hashlib.sha256(proto.graph.SerializeToString()).hexdigest()
+
+
+def add_metadata(onnx_path: Path, spec: DetectorSpec, *, input_note: str) -> None:
+    """Write bonefrac's metadata into an ONNX file: class names, input size and normalisation,
+    the spec, and a content hash of the graph."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path))
+    extra = {
+        "bonefrac_model": spec.name,
+        "bonefrac_family": spec.family,
+        "bonefrac_class_names": json.dumps(list(spec.class_names)),
+        "bonefrac_input": input_note,
+        "bonefrac_spec": spec.to_json(),
+        "bonefrac_graph_sha256": hashlib.sha256(proto.graph.SerializeToString()).hexdigest(),
+    }
+    if hasattr(spec, "imgsz"):
+        extra["bonefrac_imgsz"] = str(spec.imgsz)
+    kept = [p for p in proto.metadata_props if p.key not in extra]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in extra.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(onnx_path))
+
+
+def store_weights_fp16(onnx_path: Path, *, min_elements: int = 1024) -> tuple[int, int]:
+    """Store large FP32 weights as FP16 with a Cast back to FP32 in front of their users.
+
+    The model still computes in FP32 (ONNX Runtime folds the casts at load); only the file
+    halves. Returns the file size before and after, in bytes.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    before = onnx_path.stat().st_size
+    proto = onnx.load(str(onnx_path))
+    graph = proto.graph
+    renamed: dict[str, str] = {}
+    new_inits, casts = [], []
+    for init in graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT and np.prod(init.dims) >= min_elements:
+            half_name = f"{init.name}__fp16"
+            array = numpy_helper.to_array(init).astype(np.float16)
+            new_inits.append(numpy_helper.from_array(array, half_name))
+            casts.append(
+                helper.make_node(
+                    "Cast",
+                    [half_name],
+                    [init.name],
+                    to=onnx.TensorProto.FLOAT,
+                    name=f"{init.name}__cast",
+                )
+            )
+            renamed[init.name] = half_name
+        else:
+            new_inits.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(new_inits)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
+    onnx.save(proto, str(onnx_path))
+    return before, onnx_path.stat().st_size
