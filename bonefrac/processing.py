@@ -358,6 +358,27 @@ def letterbox_boxes(boxes: np.ndarray, transform: LetterboxTransform) -> np.ndar
     return out
 
 
+def _nms_in_original_pixels(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    transform: LetterboxTransform,
+    *,
+    names: Sequence[str],
+    iou_threshold: float,
+    max_det: int,
+) -> Detections:
+    """Class-aware NMS in input pixels, then the kept boxes mapped to original pixels."""
+    idx = batched_nms(boxes, scores, class_ids, iou_threshold=iou_threshold)[:max_det]
+    return Detections.from_arrays(
+        xyxy=unletterbox_boxes(boxes[idx], transform),
+        scores=scores[idx],
+        class_ids=class_ids[idx],
+        names=names,
+        image_size=(transform.height, transform.width),
+    )
+
+
 def postprocess_yolo(
     raw: np.ndarray,
     transform: LetterboxTransform,
@@ -401,13 +422,8 @@ def postprocess_yolo(
     if conf.shape[0] > _MAX_NMS:
         top = np.argsort(-conf, kind="stable")[:_MAX_NMS]
         boxes, conf, class_ids = boxes[top], conf[top], class_ids[top]
-    idx = batched_nms(boxes, conf, class_ids, iou_threshold=iou_threshold)[:max_det]
-    return Detections.from_arrays(
-        xyxy=unletterbox_boxes(boxes[idx], transform),
-        scores=conf[idx],
-        class_ids=class_ids[idx],
-        names=names,
-        image_size=size,
+    return _nms_in_original_pixels(
+        boxes, conf, class_ids, transform, names=names, iou_threshold=iou_threshold, max_det=max_det
     )
 
 
@@ -483,11 +499,12 @@ def postprocess_frcnn(
     if not keep.any():
         return Detections.empty(image_size=size)
     boxes, scores, class_ids = raw[keep, :4], raw[keep, 4], labels[keep] - 1
-    idx = batched_nms(boxes, scores, class_ids, iou_threshold=iou_threshold)[:max_det]
-    return Detections.from_arrays(
-        xyxy=unletterbox_boxes(boxes[idx], transform),
-        scores=scores[idx],
-        class_ids=class_ids[idx],
+    return _nms_in_original_pixels(
+        boxes,
+        scores,
+        class_ids,
+        transform,
         names=names,
-        image_size=size,
+        iou_threshold=iou_threshold,
+        max_det=max_det,
     )

@@ -4,6 +4,7 @@ brute force, and the COCO numbers against pycocotools run directly on exported f
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +69,20 @@ def test_each_detection_finds_at_most_one_box_and_each_box_once():
     assert match_detections(image).tolist() == [True, True]  # second A finds the other box
     image = _img([A], [0], [A, A], [0.9, 0.8], [0, 0])
     assert match_detections(image).tolist() == [True, False]
+
+
+def _coco_gt(images) -> dict:
+    samples = [
+        Sample(
+            image=Path(f"{k}.jpg"),
+            height=100,
+            width=100,
+            boxes=i.gt_boxes.astype(np.float32),
+            class_ids=i.gt_classes,
+        )
+        for k, i in enumerate(images)
+    ]
+    return to_coco(samples, make_protocol("7class", NAMES), NAMES)
 
 
 def test_perfect_predictions():
