@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -44,12 +45,81 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     y.add_argument("--project", default="runs/train", help="runs folder (default: %(default)s)")
     y.add_argument("--name", default="yolo11n", help="run name (default: %(default)s)")
     y.add_argument("--resume", action="store_true", help="resume PROJECT/NAME from last.pt")
-    y.add_argument(
+    _finish_args(y)
+    y.set_defaults(func=run_yolo11)
+
+    f = kinds.add_parser(
+        "frcnn",
+        help="torchvision Faster R-CNN",
+        description="Train torchvision Faster R-CNN from random weights (or a local ImageNet "
+        "backbone with --pretrained-backbone) on CPU. Polygon labels become boxes; "
+        "augmentation: horizontal flip, mild brightness/contrast, scale jitter. "
+        "PROJECT/NAME holds last.pth (every epoch; --resume continues from it), "
+        "best.pth (by valid AP50), results.csv and bonefrac_train.json.",
+    )
+    f.add_argument("--data", required=True, metavar="DATA.yaml", help="dataset yaml")
+    f.add_argument(
+        "--protocol",
+        default="7class",
+        choices=("7class", "6class", "agnostic"),
+        help="classes to learn (default: %(default)s)",
+    )
+    f.add_argument(
+        "--arch",
+        default="mobilenet_v3_fpn",
+        choices=("mobilenet_v3_fpn", "r50_fpn_v2"),
+        help="architecture (default: %(default)s)",
+    )
+    f.add_argument("--min-size", type=int, default=512, help="shorter side (default: 512)")
+    f.add_argument("--max-size", type=int, default=640, help="cap on longer side (default: 640)")
+    f.add_argument("--epochs", type=int, default=12, help="epochs (default: %(default)s)")
+    f.add_argument("--batch", type=int, default=4, help="batch size (default: %(default)s)")
+    f.add_argument("--lr", type=float, default=0.02, help="peak SGD learning rate (default: 0.02)")
+    f.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    f.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
+    f.add_argument("--limit", type=int, metavar="N", help="train on the first N images only")
+    f.add_argument("--val-limit", type=int, metavar="N", help="validate on the first N only")
+    f.add_argument(
+        "--pretrained-backbone",
+        action="store_true",
+        help="start from torchvision's ImageNet backbone (local cache only)",
+    )
+    f.add_argument("--project", default="runs/train", help="runs folder (default: %(default)s)")
+    f.add_argument("--name", default="frcnn", help="run name (default: %(default)s)")
+    f.add_argument("--resume", action="store_true", help="resume PROJECT/NAME from last.pth")
+    _finish_args(f)
+    f.set_defaults(func=run_frcnn)
+
+
+def _finish_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
         "--export-to",
         metavar="DIR",
-        help="after training, export best.pt into this model repository",
+        help="after training, export the best checkpoint into this model repository "
+        "(replacing the newest version) and score it on valid with bonefrac eval",
     )
-    y.set_defaults(func=run_yolo11)
+    p.add_argument("--export-name", metavar="NAME", help="ensemble name for --export-to")
+
+
+def _export_and_evaluate(args: argparse.Namespace, export, run_dir: Path, name: str) -> None:
+    """Export through bonefrac.export, then score the exported pipeline with the evaluator."""
+    import json
+
+    from bonefrac.client.evaluate import evaluate, in_process_model
+    from bonefrac.client.evaluate_cli import format_report
+
+    result = export()
+    print(result.parity)
+    print(f"exported '{name}' version {result.version} into {args.export_to}")
+    report = evaluate(
+        in_process_model(args.export_to, name),
+        data=args.data,
+        split="valid",
+        protocol="6class",
+        cache_dir=None,
+    )
+    (run_dir / "eval_valid_6class.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(format_report(report))
 
 
 def run_yolo11(args: argparse.Namespace) -> int:
@@ -75,9 +145,66 @@ def run_yolo11(args: argparse.Namespace) -> int:
         if args.export_to:
             from bonefrac.export.yolo11 import export_yolo11
 
-            result = export_yolo11(out=args.export_to, weights=best, imgsz=args.imgsz)
-            print(result.parity)
-            print(f"exported to {args.export_to}")
+            name = args.export_name or "yolo11"
+            _export_and_evaluate(
+                args,
+                lambda: export_yolo11(
+                    out=args.export_to, weights=best, imgsz=args.imgsz, name=name, replace=True
+                ),
+                config.run_dir,
+                name,
+            )
+    except BonefracError as exc:
+        print(f"bonefrac train: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_frcnn(args: argparse.Namespace) -> int:
+    from bonefrac.errors import BonefracError
+    from bonefrac.train.frcnn import FrcnnTrainConfig, train_frcnn
+
+    config = FrcnnTrainConfig(
+        data=args.data,
+        protocol=args.protocol,
+        arch=args.arch,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        epochs=args.epochs,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        threads=args.threads,
+        limit=args.limit,
+        val_limit=args.val_limit,
+        pretrained_backbone=args.pretrained_backbone,
+        project=args.project,
+        name=args.name,
+    )
+    try:
+        best = train_frcnn(config, resume=args.resume)
+        print(f"best checkpoint: {best}")
+        if args.export_to:
+            from bonefrac.dataset import YoloDataset, make_protocol
+            from bonefrac.export.frcnn import export_frcnn
+
+            names = make_protocol(args.protocol, YoloDataset.from_yaml(args.data).names).names
+            name = args.export_name or "frcnn"
+            _export_and_evaluate(
+                args,
+                lambda: export_frcnn(
+                    out=args.export_to,
+                    class_names=names,
+                    arch=args.arch,
+                    weights=best,
+                    min_size=args.min_size,
+                    max_size=args.max_size,
+                    name=name,
+                    replace=True,
+                ),
+                config.run_dir,
+                name,
+            )
     except BonefracError as exc:
         print(f"bonefrac train: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,71 @@
+"""Both trainers on a few images for one short epoch, ending in an exported, servable model."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.export, pytest.mark.slow, pytest.mark.server]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(data_dir, tmp_path_factory):
+    """8 train and 4 valid images with fractures, copied with their labels."""
+    root = tmp_path_factory.mktemp("tiny")
+    for split, count in (("train", 8), ("valid", 4)):
+        labels = sorted(p for p in (data_dir / split / "labels").glob("*.txt") if p.stat().st_size)
+        for sub in ("images", "labels"):
+            (root / split / sub).mkdir(parents=True)
+        for label in labels[:: max(1, len(labels) // count)][:count]:
+            shutil.copy(label, root / split / "labels")
+            shutil.copy(data_dir / split / "images" / f"{label.stem}.jpg", root / split / "images")
+    (root / "data.yaml").write_text((data_dir / "data.yaml").read_text())
+    return root / "data.yaml"
+
+
+def _serve_and_detect(repository, model, image):
+    from bonefrac.client import DetectionClient
+    from bonefrac.server import TritonServer
+
+    server = TritonServer(repository, grpc_port=0, http_port=0, metrics_port=0,
+                          startup_timeout_s=120)
+    with server, DetectionClient(server.grpc_url, model=model, timeout_s=60) as client:
+        return client.detect(image.read_bytes(), conf_threshold=0.0)
+
+
+def _train(args, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bonefrac.cli", "train", *args,
+                             "--project", str(tmp_path / "runs")],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_yolo11_trains_exports_and_serves(tiny_data, tmp_path, valid_images):
+    repo = tmp_path / "repo"
+    out = _train(["yolo11", "--data", str(tiny_data), "--imgsz", "64", "--epochs", "1",
+                  "--batch", "4", "--workers", "0", "--name", "tiny", "--export-to", str(repo),
+                  "--export-name", "tinyyolo"], tmp_path)
+    run = tmp_path / "runs" / "tiny"
+    assert (run / "weights" / "best.pt").is_file() and (run / "bonefrac_train.json").is_file()
+    assert (run / "eval_valid_6class.json").is_file() and "AP50-95" in out
+    detections = _serve_and_detect(repo, "tinyyolo", valid_images[0])
+    assert detections.image_size[0] > 0
+
+
+def test_frcnn_trains_resumes_exports_and_serves(tiny_data, tmp_path, valid_images):
+    repo = tmp_path / "repo"
+    common = ["frcnn", "--data", str(tiny_data), "--min-size", "128", "--max-size", "160",
+              "--batch", "2", "--name", "tinyf"]
+    _train([*common, "--epochs", "1"], tmp_path)
+    run = tmp_path / "runs" / "tinyf"
+    assert (run / "last.pth").is_file() and (run / "best.pth").is_file()
+    out = _train([*common, "--epochs", "2", "--resume", "--export-to", str(repo)], tmp_path)
+    assert "epoch 2:" in out and "epoch 1:" not in out  # resumed, not restarted
+    log = (run / "results.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,loss") and len(log) == 3
+    detections = _serve_and_detect(repo, "frcnn", valid_images[0])
+    assert len(detections) > 0
