@@ -16,7 +16,7 @@ YOLO_ONNX := model_repository/yolo11_detector/1/model.onnx
 FRCNN_ONNX := model_repository/frcnn_detector/1/model.onnx
 PYTEST_ARGS ?=
 
-.PHONY: help demo serve test lint model clean
+.PHONY: help demo serve test lint model clean chromium
 
 help:
 	@echo "make demo   set up and run the demo (Triton on 127.0.0.1 with the bundled models)"
@@ -53,10 +53,17 @@ model:
 	$(MAKE) $(YOLO_ONNX) $(FRCNN_ONNX)
 
 demo: $(VENV)/.base $(YOLO_ONNX) $(FRCNN_ONNX)
-	exec $(BIN)/bonefrac serve --repository model_repository
+	exec $(BIN)/bonefrac demo --repository model_repository --data $(DATA)/data.yaml
 
-test: $(VENV)/.dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The UI test drives Debian's Chromium (Playwright never downloads a browser here).
+CHROMIUM := $(shell command -v chromium 2>/dev/null)
+chromium:
+ifeq ($(CHROMIUM),)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+endif
+
+test: $(VENV)/.dev chromium
+	GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bonefrac.client import evaluate_cli
     from bonefrac.export import cli as export_cli
     from bonefrac.train import cli as train_cli
+    from bonefrac.ui import cli as ui_cli
 
     parser = argparse.ArgumentParser(
         prog="bonefrac",
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cli.add_parser(sub)
     evaluate_cli.add_parser(sub)
     dataset_cli.add_parser(sub)
+    ui_cli.add_parser(sub)
     return parser
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from bonefrac.detections import Detections
+from bonefrac.dicom import read_image_bytes
 
 #: File endings picked up when a folder is given.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dcm")
 
 
 def collect_images(paths: list[str]) -> list[Path]:
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
     def one(path: Path) -> Detections | Exception:
         try:
-            return detect(path.read_bytes())
+            return detect(read_image_bytes(path.read_bytes()))
         except Exception as exc:  # reported per image; the others go on
             return exc
         finally:

@@ -30,25 +30,48 @@ def _serve_and_detect(repository, model, image):
     from bonefrac.client import DetectionClient
     from bonefrac.server import TritonServer
 
-    server = TritonServer(repository, grpc_port=0, http_port=0, metrics_port=0,
-                          startup_timeout_s=120)
+    server = TritonServer(
+        repository, grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=120
+    )
     with server, DetectionClient(server.grpc_url, model=model, timeout_s=60) as client:
         return client.detect(image.read_bytes(), conf_threshold=0.0)
 
 
 def _train(args, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "bonefrac.cli", "train", *args,
-                             "--project", str(tmp_path / "runs")],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "bonefrac.cli", "train", *args, "--project", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
 
 def test_yolo11_trains_exports_and_serves(tiny_data, tmp_path, valid_images):
     repo = tmp_path / "repo"
-    out = _train(["yolo11", "--data", str(tiny_data), "--imgsz", "64", "--epochs", "1",
-                  "--batch", "4", "--workers", "0", "--name", "tiny", "--export-to", str(repo),
-                  "--export-name", "tinyyolo"], tmp_path)
+    out = _train(
+        [
+            "yolo11",
+            "--data",
+            str(tiny_data),
+            "--imgsz",
+            "64",
+            "--epochs",
+            "1",
+            "--batch",
+            "4",
+            "--workers",
+            "0",
+            "--name",
+            "tiny",
+            "--export-to",
+            str(repo),
+            "--export-name",
+            "tinyyolo",
+        ],
+        tmp_path,
+    )
     run = tmp_path / "runs" / "tiny"
     assert (run / "weights" / "best.pt").is_file() and (run / "bonefrac_train.json").is_file()
     assert (run / "eval_valid_6class.json").is_file() and "AP50-95" in out
@@ -58,8 +81,19 @@ def test_yolo11_trains_exports_and_serves(tiny_data, tmp_path, valid_images):
 
 def test_frcnn_trains_resumes_exports_and_serves(tiny_data, tmp_path, valid_images):
     repo = tmp_path / "repo"
-    common = ["frcnn", "--data", str(tiny_data), "--min-size", "128", "--max-size", "160",
-              "--batch", "2", "--name", "tinyf"]
+    common = [
+        "frcnn",
+        "--data",
+        str(tiny_data),
+        "--min-size",
+        "128",
+        "--max-size",
+        "160",
+        "--batch",
+        "2",
+        "--name",
+        "tinyf",
+    ]
     _train([*common, "--epochs", "1"], tmp_path)
     run = tmp_path / "runs" / "tinyf"
     assert (run / "last.pth").is_file() and (run / "best.pth").is_file()

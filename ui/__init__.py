@@ -1,2 +1,2 @@
-"""The Gradio front end (``bonefrac ui``): it calls Triton over gRPC through ``bonefrac.client``
-and never loads a model itself. Not built yet: see the README's roadmap."""
+"""The Gradio demo page (``bonefrac ui`` / ``bonefrac demo``): it calls Triton over gRPC through
+``bonefrac.client`` and never loads a model itself. See :mod:`bonefrac.ui.app`."""

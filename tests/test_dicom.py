@@ -1,0 +1,81 @@
+"""DICOM input: modality LUT, window, MONOCHROME1 inversion, and clear errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from bonefrac.dicom import dicom_to_array, dicom_to_png, is_dicom, read_image_bytes
+from bonefrac.processing import ImageDecodeError, decode_image
+
+
+def make_dicom(
+    pixels: np.ndarray,
+    *,
+    photometric="MONOCHROME2",
+    window=None,
+    slope=1.0,
+    intercept=0.0,
+    with_pixels=True,
+) -> bytes:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if with_pixels:
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+RAMP = np.tile(np.linspace(0, 4000, 64).astype(np.uint16), (32, 1))
+
+
+def test_monochrome2_ramp_is_windowed_to_full_range():
+    data = make_dicom(RAMP)
+    assert is_dicom(data)
+    out = dicom_to_array(data)
+    assert out.shape == (32, 64) and out.dtype == np.uint8
+    assert out[0, 0] == 0 and out[0, -1] == 255 and np.all(np.diff(out[0].astype(int)) >= 0)
+
+
+def test_monochrome1_is_inverted():
+    out = dicom_to_array(make_dicom(RAMP, photometric="MONOCHROME1"))
+    assert out[0, 0] == 255 and out[0, -1] == 0
+
+
+def test_window_centre_and_width_are_applied():
+    out = dicom_to_array(make_dicom(RAMP, window=(1000, 500)))
+    # Values below 750 are black, above 1250 white: most of the ramp saturates.
+    assert (out[0] == 0).sum() > 5 and (out[0] == 255).sum() > 30
+
+
+def test_dicom_bytes_become_a_png_the_models_read():
+    png = read_image_bytes(make_dicom(RAMP))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert decode_image(png).shape == (32, 64, 3)
+    assert read_image_bytes(b"plain bytes") == b"plain bytes"
+    assert dicom_to_png(make_dicom(RAMP))[:4] == b"\x89PNG"
+
+
+def test_dicom_without_pixel_data_fails_clearly():
+    with pytest.raises(ImageDecodeError, match="no pixel data"):
+        dicom_to_array(make_dicom(RAMP, with_pixels=False))
