@@ -36,6 +36,10 @@ class BatchingSpec:
           beats two sessions fighting over them.
         * ``preprocess_instances=2``: decoding runs in parallel with inference.
         * ``gpu_instances=2``: on a GPU, two instances overlap copies with compute.
+        * ``max_queue_size=64``: a bounded queue in front of every model. Past it Triton rejects
+          at once with UNAVAILABLE ("exceeds maximum queue size") instead of letting latency
+          grow without bound; clients retry with backoff (about 2 s of work queued on 2 CPU
+          cores).
     """
 
     max_batch_size: int = 8
@@ -46,8 +50,11 @@ class BatchingSpec:
     preprocess_instances: int = 2
     postprocess_instances: int = 1
     gpu_instances: int = 2
+    max_queue_size: int = 64
 
     def __post_init__(self) -> None:
+        if self.max_queue_size < 1:
+            raise ValueError(f"max_queue_size must be at least 1, got {self.max_queue_size}")
         if self.max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
         bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]

@@ -14,9 +14,16 @@ from bonefrac.client._errors import (
     InvalidInputError,
     ModelNotFoundError,
     RequestTimeoutError,
+    ServerOverloadedError,
     ServerUnavailableError,
 )
-from bonefrac.client._grpc import AsyncDetectionClient, DetectionClient, ServerStatus
+from bonefrac.client._grpc import (
+    NO_RETRY,
+    AsyncDetectionClient,
+    DetectionClient,
+    RetryPolicy,
+    ServerStatus,
+)
 from bonefrac.detections import Detections
 
 __all__ = [
@@ -26,7 +33,10 @@ __all__ = [
     "Detections",
     "InvalidInputError",
     "ModelNotFoundError",
+    "NO_RETRY",
     "RequestTimeoutError",
+    "RetryPolicy",
+    "ServerOverloadedError",
     "ServerStatus",
     "ServerUnavailableError",
 ]

@@ -13,6 +13,10 @@ class ServerUnavailableError(ClientError):
     """The server could not be reached, or is not ready. Retrying later may succeed."""
 
 
+class ServerOverloadedError(ServerUnavailableError):
+    """The server's queue for the model is full; it rejected the request at once. Retry later."""
+
+
 class InvalidInputError(ClientError):
     """The server refused the input (e.g. not an image). Retrying the same input will not help."""
 
@@ -36,6 +40,11 @@ def convert_error(exc: Exception, *, url: str, model: str) -> ClientError:
     if callable(msg_fn):
         message = str(msg_fn() or message)
     text = f"{status} {message}"
+    if "queue size" in text.lower():
+        return ServerOverloadedError(
+            f"Triton server at {url} is overloaded: the queue of model '{model}' is full "
+            f"({message.strip()}); retry with backoff or add capacity"
+        )
     if "UNAVAILABLE" in text or "failed to connect" in text.lower() or "Socket closed" in text:
         return ServerUnavailableError(
             f"Triton server at {url} is unavailable ({message.strip()}); check that it is running "

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -12,6 +16,70 @@ from tritonclient.utils import InferenceServerException
 
 from bonefrac.client._errors import ClientError, ServerUnavailableError, convert_error
 from bonefrac.detections import Detections
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of requests that failed because the server was unavailable or overloaded
+    (never of bad input).
+
+    Attributes:
+        attempts: tries in all (1: no retry).
+        backoff_s: wait before the first retry; doubles each time, with +-50 % jitter.
+        max_backoff_s: cap on one wait.
+        deadline_s: give up when the next try would start later than this after the first
+            (None: only ``attempts`` limits).
+    """
+
+    attempts: int = 4
+    backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+    deadline_s: float | None = 30.0
+
+    def delays(self):
+        """The waits before each retry."""
+        delay = self.backoff_s
+        for _ in range(self.attempts - 1):
+            yield min(self.max_backoff_s, delay) * random.uniform(0.5, 1.5)
+            delay *= 2
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def _retry_sync(policy: RetryPolicy, call: Callable[[], T]) -> T:
+    start = time.monotonic()
+    delays = policy.delays()
+    while True:
+        try:
+            return call()
+        except ServerUnavailableError:
+            delay = next(delays, None)
+            if delay is None or (
+                policy.deadline_s is not None
+                and time.monotonic() - start + delay > policy.deadline_s
+            ):
+                raise
+            time.sleep(delay)
+
+
+async def _retry_async(policy: RetryPolicy, call: Callable[[], Awaitable[T]]) -> T:
+    start = time.monotonic()
+    delays = policy.delays()
+    while True:
+        try:
+            return await call()
+        except ServerUnavailableError:
+            delay = next(delays, None)
+            if delay is None or (
+                policy.deadline_s is not None
+                and time.monotonic() - start + delay > policy.deadline_s
+            ):
+                raise
+            await asyncio.sleep(delay)
+
 
 _OUTPUTS = ("num_detections", "boxes", "scores", "class_ids", "class_names", "image_size")
 
@@ -74,6 +142,7 @@ class DetectionClient:
         model: the ensemble to call (``"yolo11"``).
         timeout_s: deadline of each inference, in seconds.
         ssl: use TLS; with ``root_certificates`` naming a PEM file to trust.
+        retry: retries when the server is unavailable or overloaded (:class:`RetryPolicy`).
     """
 
     def __init__(
@@ -84,10 +153,12 @@ class DetectionClient:
         timeout_s: float = 30.0,
         ssl: bool = False,
         root_certificates: str | None = None,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
     ) -> None:
         self.url = url
         self.model = model
         self.timeout_s = timeout_s
+        self.retry = retry
         try:
             self._client = grpcclient.InferenceServerClient(
                 url=url, ssl=ssl, root_certificates=root_certificates
@@ -117,13 +188,16 @@ class DetectionClient:
         """
         _check_thresholds(conf_threshold, iou_threshold)
         inputs, outputs = _build_request(grpcclient, data, conf_threshold, iou_threshold)
-        try:
-            result = self._client.infer(
-                self.model, inputs, outputs=outputs, client_timeout=self.timeout_s
-            )
-        except InferenceServerException as exc:
-            raise convert_error(exc, url=self.url, model=self.model) from exc
-        return _parse_response(result)
+
+        def call():
+            try:
+                return self._client.infer(
+                    self.model, inputs, outputs=outputs, client_timeout=self.timeout_s
+                )
+            except InferenceServerException as exc:
+                raise convert_error(exc, url=self.url, model=self.model) from exc
+
+        return _parse_response(_retry_sync(self.retry, call))
 
     def is_ready(self) -> bool:
         """Whether the server and this client's model are ready (False when unreachable)."""
@@ -204,10 +278,12 @@ class AsyncDetectionClient:
         timeout_s: float = 30.0,
         ssl: bool = False,
         root_certificates: str | None = None,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
     ) -> None:
         self.url = url
         self.model = model
         self.timeout_s = timeout_s
+        self.retry = retry
         self._client = grpcclient_aio.InferenceServerClient(
             url=url, ssl=ssl, root_certificates=root_certificates
         )
@@ -222,19 +298,21 @@ class AsyncDetectionClient:
         """As :meth:`DetectionClient.detect`."""
         _check_thresholds(conf_threshold, iou_threshold)
         inputs, outputs = _build_request(grpcclient_aio, data, conf_threshold, iou_threshold)
-        try:
-            result = await self._client.infer(
-                self.model, inputs, outputs=outputs, client_timeout=self.timeout_s
-            )
-        except InferenceServerException as exc:
-            raise convert_error(exc, url=self.url, model=self.model) from exc
-        return _parse_response(result)
+
+        async def call():
+            try:
+                return await self._client.infer(
+                    self.model, inputs, outputs=outputs, client_timeout=self.timeout_s
+                )
+            except InferenceServerException as exc:
+                raise convert_error(exc, url=self.url, model=self.model) from exc
+
+        return _parse_response(await _retry_async(self.retry, call))
 
     async def detect_many(
         self, images: Iterable[bytes], *, conf_threshold: float | None = None
     ) -> list[Detections | ClientError]:
         """Detect on many images concurrently; a failed image gives its error in its slot."""
-        import asyncio
 
         async def one(data: bytes) -> Detections | ClientError:
             try:

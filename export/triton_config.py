@@ -58,6 +58,13 @@ def _python_model(name: str, *, max_batch_size: int, instances: int) -> mc.Model
     return config
 
 
+def _bound_queue(config: mc.ModelConfig, size: int) -> None:
+    """Dynamic batching with a bounded queue: overload is rejected at once, not queued forever."""
+    policy = config.dynamic_batching.default_queue_policy
+    policy.max_queue_size = size
+    policy.timeout_action = mc.ModelQueuePolicy.REJECT
+
+
 def detector_io(spec: DetectorSpec) -> tuple[tuple[str, list[int]], tuple[str, list[int]]]:
     """``((input name, dims), (output name, dims))`` of a spec's detector, batch dim implied."""
     if isinstance(spec, Yolo11Spec):
@@ -122,9 +129,9 @@ def _detector(spec: DetectorSpec, profile: str) -> mc.ModelConfig:
             det.default_model_filename = "model.plan"
     det.input.append(_tensor(mc.ModelInput, in_name, F32, in_dims))
     det.output.append(_tensor(mc.ModelOutput, out_name, F32, out_dims))
-    if b.preferred_batch_sizes or b.max_queue_delay_us:
-        det.dynamic_batching.preferred_batch_size.extend(b.preferred_batch_sizes)
-        det.dynamic_batching.max_queue_delay_microseconds = b.max_queue_delay_us
+    det.dynamic_batching.preferred_batch_size.extend(b.preferred_batch_sizes)
+    det.dynamic_batching.max_queue_delay_microseconds = b.max_queue_delay_us
+    _bound_queue(det, b.max_queue_size)
     dims, _ = warmup_shape(spec)
     warm = det.model_warmup.add(name="warmup", batch_size=1)
     warm.inputs[in_name].data_type = F32
@@ -155,7 +162,7 @@ def model_configs(spec: DetectorSpec, *, profile: str = "cpu") -> dict[str, mc.M
     pre.output.extend(
         [_tensor(Out, "images", F32, image_dims), _tensor(Out, "letterbox", F32, [6])]
     )
-    pre.dynamic_batching.SetInParent()
+    _bound_queue(pre, b.max_queue_size)
     _params(pre, {"spec": spec.to_json()})
 
     det = _detector(spec, profile)
@@ -172,7 +179,7 @@ def model_configs(spec: DetectorSpec, *, profile: str = "cpu") -> dict[str, mc.M
         ]
     )
     post.output.extend(_tensor(Out, n, t, d) for n, t, d in ENSEMBLE_OUTPUTS)
-    post.dynamic_batching.SetInParent()
+    _bound_queue(post, b.max_queue_size)
     _params(post, {"spec": spec.to_json()})
 
     ens = mc.ModelConfig(name=spec.name, platform="ensemble", max_batch_size=b.max_batch_size)
