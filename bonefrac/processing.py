@@ -116,7 +116,7 @@ def decode_image(
     max_pixels: int = MAX_IMAGE_PIXELS,
     max_side: int = MAX_IMAGE_SIDE,
 ) -> np.ndarray:
-    """Decode encoded image bytes (JPEG, PNG, BMP, TIFF, WebP, GIF) to an RGB uint8 array.
+    """Decode encoded image bytes (JPEG, PNG, BMP, TIFF, WebP, GIF, DICOM) to RGB uint8.
 
     EXIF orientation is applied. Grayscale becomes three equal channels; an alpha channel is
     dropped. 16-bit images (common for radiographs) are windowed linearly from their own minimum
@@ -137,6 +137,14 @@ def decode_image(
         raise ImageDecodeError(
             "empty input: expected the bytes of a JPEG or PNG image, got 0 bytes"
         )
+    if len(data) >= 132 and data[128:132] == b"DICM":  # DICOM: windowed to 8 bits first
+        from bonefrac.dicom import dicom_to_array
+
+        gray = dicom_to_array(data)
+        h, w = gray.shape[:2]
+        if w > max_side or h > max_side or w * h > max_pixels:
+            raise ImageDecodeError(f"DICOM image is {w}x{h} pixels; over the size limit")
+        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
     # Identify the format and size from the header only, before allocating pixels.
     try:
         with warnings.catch_warnings():
@@ -464,7 +472,21 @@ def preprocess_frcnn(data: bytes, *, max_side: int = 1333) -> tuple[np.ndarray, 
         ImageDecodeError: if the bytes are not a readable image.
     """
     image, transform = shrink_to_max_side(decode_image(data), max_side=max_side)
-    return to_input_tensor(image), transform
+    return to_input_tensor(pad_thin_image(image)), transform
+
+
+def pad_thin_image(image: np.ndarray, *, min_side: int = 32, max_aspect: float = 8.0) -> np.ndarray:
+    """Pad the bottom/right of tiny or very elongated images with black so that each side is at
+    least ``min_side`` and at least ``1 / max_aspect`` of the longer one. Boxes keep their
+    coordinates (the origin does not move); the Faster R-CNN graph cannot resize a 1-pixel-high
+    sliver (its scale rounds to zero)."""
+    h, w = image.shape[:2]
+    need = max(min_side, int(np.ceil(max(h, w) / max_aspect)))
+    if h >= need and w >= need:
+        return image
+    out = np.zeros((max(h, need), max(w, need), 3), dtype=image.dtype)
+    out[:h, :w] = image
+    return out
 
 
 def postprocess_frcnn(

@@ -1,0 +1,103 @@
+"""Every input of the bad-input corpus gets a valid result or a clear per-request error, while a
+background load of good requests runs without a single failure; then wrong tensors sent to each
+model directly."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from bonefrac.client import DetectionClient, InvalidInputError
+from tests.bad_inputs import corpus
+
+pytestmark = pytest.mark.server
+
+
+class BackgroundLoad:
+    """Good requests in a loop on another thread, counting failures."""
+
+    def __init__(self, url: str, data: bytes, model: str) -> None:
+        self.client = DetectionClient(url, model=model, timeout_s=60)
+        self.data, self.ok, self.failures = data, 0, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.client.detect(self.data)
+                self.ok += 1
+            except Exception as exc:  # recorded; the test asserts there are none
+                self.failures.append(exc)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=120)
+
+
+@pytest.mark.parametrize("model", ["yolo11", "frcnn"])
+def test_bad_input_corpus_under_load(triton, valid_images, model):
+    items = corpus(valid_images[0])
+    assert len(items) >= 30
+    outcomes = {}
+    with (
+        BackgroundLoad(triton.grpc_url, valid_images[1].read_bytes(), model) as load,
+        DetectionClient(triton.grpc_url, model=model, timeout_s=60) as client,
+    ):
+        for name, (expected, make) in items.items():
+            try:
+                det = client.detect(make())
+                outcomes[name] = "ok"
+                assert det.image_size[0] >= 1 and det.image_size[1] >= 1, name
+            except InvalidInputError as exc:
+                outcomes[name] = "error"
+                message = str(exc)
+                assert "internal error" not in message, (name, message)
+                assert len(message) > 20, (name, message)
+            if expected != "ok_or_error":
+                assert outcomes[name] == expected, (name, outcomes[name])
+    assert not load.failures, load.failures[:3]
+    assert load.ok > 0
+    assert triton.is_ready()
+
+
+def _raw_infer(url, model, name, array, dtype):
+    raw = grpcclient.InferenceServerClient(url)
+    tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+    tensor.set_data_from_numpy(array)
+    return raw.infer(model, [tensor])
+
+
+@pytest.mark.parametrize(
+    ("model", "name", "array", "dtype", "message"),
+    [
+        ("yolo11_detector", "images", np.zeros((1, 4, 64, 64), np.float32), "FP32", "shape|dims"),
+        ("yolo11_detector", "images", np.full((1, 3, 64, 64), np.nan, np.float32), "FP32", "NaN"),
+        ("yolo11_detector", "images", np.zeros((1, 3, 64), np.float32), "FP32", "shape|dims"),
+        ("frcnn_detector", "images", np.zeros((1, 3, 64, 64), np.float16), "FP16", "FP16|type"),
+        ("yolo11_preprocess", "image", np.zeros((1, 1), np.int32), "INT32", "TYPE_STRING|type"),
+        ("yolo11", "image", np.array([[b"x"] * 9] * 9, dtype=object), "BYTES", "shape|dims|batch"),
+    ],
+)
+def test_wrong_tensors_to_each_model(triton, model, name, array, dtype, message):
+    with pytest.raises(InferenceServerException, match=message):
+        _raw_infer(triton.grpc_url, model, name, array, dtype)
+    assert triton.is_ready()
+
+
+def test_postprocess_refuses_a_bad_transform(triton):
+    raw = grpcclient.InferenceServerClient(triton.grpc_url)
+    out0 = grpcclient.InferInput("output0", [1, 11, 10], "FP32")
+    out0.set_data_from_numpy(np.zeros((1, 11, 10), np.float32))
+    box = grpcclient.InferInput("letterbox", [1, 6], "FP32")
+    box.set_data_from_numpy(np.zeros((1, 6), np.float32))
+    with pytest.raises(InferenceServerException, match="positive gains"):
+        raw.infer("yolo11_postprocess", [out0, box])
