@@ -42,6 +42,13 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         help="how long to wait for readiness (default: %(default)s)",
     )
     p.add_argument("--log-file", metavar="PATH", help="server log (default: a temporary file)")
+    p.add_argument("--grpc-tls-cert", metavar="PEM", help="serve gRPC over TLS with this cert")
+    p.add_argument("--grpc-tls-key", metavar="PEM", help="private key of --grpc-tls-cert")
+    p.add_argument(
+        "--grpc-tls-client-ca",
+        metavar="PEM",
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
     p.set_defaults(func=_run_serve)
 
 

@@ -33,6 +33,34 @@ _SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
 
 
 @dataclass(frozen=True)
+class GrpcTls:
+    """TLS for Triton's gRPC endpoint (PEM files).
+
+    Attributes:
+        cert: the server certificate.
+        key: its private key.
+        root_cert: a CA to require client certificates from (mutual TLS); None: no client auth.
+    """
+
+    cert: Path
+    key: Path
+    root_cert: Path | None = None
+
+    def args(self) -> list[str]:
+        for path in (self.cert, self.key, self.root_cert):
+            if path is not None and not Path(path).is_file():
+                raise ServerError(f"TLS file {path} does not exist")
+        out = [
+            "--grpc-use-ssl=true",
+            f"--grpc-server-cert={self.cert}",
+            f"--grpc-server-key={self.key}",
+        ]
+        if self.root_cert is not None:
+            out += [f"--grpc-root-cert={self.root_cert}", "--grpc-use-ssl-mutual=true"]
+        return out
+
+
+@dataclass(frozen=True)
 class TritonInstall:
     """Where the ``nvidia-pytriton`` wheel keeps the server and the Python backend."""
 
@@ -139,6 +167,7 @@ class TritonServer:
         startup_timeout_s: how long to wait for readiness.
         log_path: where the server log goes (a temporary file when None).
         log_verbose: tritonserver's ``--log-verbose`` level.
+        tls: serve gRPC over TLS (HTTP and metrics stay plain; keep them on loopback).
         extra_args: further tritonserver arguments.
     """
 
@@ -155,6 +184,7 @@ class TritonServer:
         startup_timeout_s: float = 120.0,
         log_path: str | os.PathLike[str] | None = None,
         log_verbose: int = 0,
+        tls: GrpcTls | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         if model_control not in ("none", "explicit"):
@@ -169,6 +199,7 @@ class TritonServer:
         self.startup_timeout_s = startup_timeout_s
         self.log_verbose = log_verbose
         self.extra_args = tuple(extra_args)
+        self.tls = tls
         self._workdir: Path | None = None
         self._log_path = Path(log_path) if log_path else None
         self._log_file = None
@@ -227,6 +258,8 @@ class TritonServer:
         if self.model_control == "explicit":
             cmd.append("--model-control-mode=explicit")
             cmd += [f"--load-model={m}" for m in self.load_models]
+        if self.tls is not None:
+            cmd += self.tls.args()
         return cmd + list(self.extra_args)
 
     def environment(self) -> dict[str, str]:

@@ -1,0 +1,232 @@
+"""Faults: the server killed under load, a Python stub killed, a new model version loaded while
+serving, start-up faults, and gRPC over TLS. Each test runs its own tritonserver."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bonefrac.client import (
+    NO_RETRY,
+    DetectionClient,
+    RetryPolicy,
+    ServerUnavailableError,
+)
+from bonefrac.errors import ServerError
+from bonefrac.server import GrpcTls, TritonServer, free_port
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+
+def _yolo_only(repository: Path, tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    for name in ("yolo11", "yolo11_preprocess", "yolo11_detector", "yolo11_postprocess"):
+        shutil.copytree(repository / name, repo / name)
+    return repo
+
+
+def _server(repo: Path, **kw) -> TritonServer:
+    return TritonServer(
+        repo,
+        grpc_port=kw.pop("grpc_port", 0),
+        http_port=0,
+        metrics_port=0,
+        startup_timeout_s=kw.pop("startup_timeout_s", 120),
+        **kw,
+    )
+
+
+def test_kill_under_load_then_clients_recover(repository, tmp_path, valid_images):
+    repo = _yolo_only(repository, tmp_path)
+    data = valid_images[0].read_bytes()
+    port = free_port()
+    server = _server(repo, grpc_port=port)
+    server.start()
+    shm_before = set(glob.glob("/dev/shm/triton_python_backend_shm_region_*"))
+    client = DetectionClient(server.grpc_url, retry=NO_RETRY, timeout_s=10)
+    assert len(client.detect(data, conf_threshold=0.001)) > 0
+    errors, stop = [], threading.Event()
+
+    def load():
+        while not stop.is_set():
+            try:
+                client.detect(data)
+            except ServerUnavailableError as exc:
+                errors.append(exc)
+            except Exception as exc:  # anything else is a wrong kind of error
+                errors.append(exc)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    time.sleep(1.0)  # let the load run before the fault
+    os.kill(server.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not errors and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(timeout=30)
+    server.stop()  # reaps it and removes the shared memory it left
+    assert errors and all(isinstance(e, ServerUnavailableError) for e in errors), errors[:3]
+    assert "unavailable" in str(errors[0])
+    leaked = set(glob.glob("/dev/shm/triton_python_backend_shm_region_*")) - shm_before
+    assert not leaked, leaked
+
+    restarted = _server(repo, grpc_port=port)
+    with restarted:
+        patient = DetectionClient(
+            restarted.grpc_url,
+            timeout_s=30,
+            retry=RetryPolicy(attempts=20, backoff_s=0.1, deadline_s=60),
+        )
+        assert len(patient.detect(data, conf_threshold=0.001)) > 0  # retries ride it out
+        # The client object from before the crash reconnects by itself (gRPC backs off first).
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert len(client.detect(data, conf_threshold=0.001)) > 0
+                break
+            except ServerUnavailableError:
+                assert time.monotonic() < deadline, "the old client never reconnected"
+                time.sleep(0.5)
+
+
+def test_killed_python_stub_is_restarted(repository, tmp_path, valid_images):
+    repo = _yolo_only(repository, tmp_path)
+    data = valid_images[0].read_bytes()
+    with _server(repo) as server:
+        client = DetectionClient(server.grpc_url, retry=NO_RETRY, timeout_s=30)
+        client.detect(data)
+        stubs = subprocess.run(
+            ["pgrep", "-f", "triton_python_backend_stub.*yolo11_postprocess"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        assert stubs, "no postprocess stub process found"
+        os.kill(int(stubs[0]), signal.SIGKILL)
+        killed = time.monotonic()
+        failures = 0
+        while time.monotonic() - killed < 60:
+            try:
+                client.detect(data)
+                break
+            except Exception:
+                failures += 1
+                time.sleep(0.2)
+        recovered_s = time.monotonic() - killed
+        assert recovered_s < 60, "requests did not succeed again within 60 s"
+        print(f"stub killed: {failures} failed requests, recovered after {recovered_s:.1f} s")
+        assert server.is_ready()
+
+
+def test_new_version_loads_while_serving_without_failures(repository, tmp_path, valid_images):
+    import tritonclient.grpc as grpcclient
+
+    repo = _yolo_only(repository, tmp_path)
+    data = valid_images[0].read_bytes()
+    server = _server(repo, model_control="explicit", load_models=["yolo11"])
+    with server:
+        client = DetectionClient(server.grpc_url, retry=NO_RETRY, timeout_s=60)
+        failures, done, stop = [], [0], threading.Event()
+
+        def load():
+            while not stop.is_set():
+                try:
+                    client.detect(data)
+                    done[0] += 1
+                except Exception as exc:
+                    failures.append(exc)
+
+        thread = threading.Thread(target=load, daemon=True)
+        thread.start()
+        time.sleep(0.5)
+        shutil.copytree(repo / "yolo11_detector" / "1", repo / "yolo11_detector" / "2")
+        raw = grpcclient.InferenceServerClient(server.grpc_url)
+        raw.load_model("yolo11_detector")
+        time.sleep(1.0)
+        stop.set()
+        thread.join(timeout=60)
+        assert not failures, failures[:3]
+        assert done[0] > 0
+        ready = raw.get_model_metadata("yolo11_detector").versions
+        assert "2" in list(ready)
+
+
+def test_bad_config_fails_fast_with_diagnosis(repository, tmp_path):
+    repo = _yolo_only(repository, tmp_path)
+    config = repo / "yolo11_postprocess" / "config.pbtxt"
+    config.write_text(config.read_text().replace("max_batch_size: 8", "max_batch_size: eight"))
+    start = time.monotonic()
+    with pytest.raises(ServerError, match="Diagnosis"):
+        _server(repo, startup_timeout_s=60).start()
+    assert time.monotonic() - start < 60
+
+
+def test_wrong_python_stub_is_a_timeout_with_diagnosis_not_a_hang(
+    repository, tmp_path, monkeypatch
+):
+    import sys
+
+    from bonefrac import server as server_module
+
+    install = server_module.TritonInstall.find()
+    others = [
+        p
+        for p in install.stub.parent.parent.iterdir()
+        if p.name != f"{sys.version_info.major}.{sys.version_info.minor}"
+    ]
+    wrong = install.__class__(
+        binary=install.binary,
+        python_backend=install.python_backend,
+        stub=others[0] / "triton_python_backend_stub",
+        libs=install.libs,
+    )
+    monkeypatch.setattr(server_module.TritonInstall, "find", classmethod(lambda cls: wrong))
+    repo = _yolo_only(repository, tmp_path)
+    start = time.monotonic()
+    with pytest.raises(ServerError) as info:
+        _server(repo, startup_timeout_s=20).start()
+    assert time.monotonic() - start < 60
+    assert "Diagnosis" in str(info.value)
+
+
+def test_grpc_over_tls_with_a_self_signed_certificate(repository, tmp_path, valid_images):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    repo = _yolo_only(repository, tmp_path)
+    with _server(repo, tls=GrpcTls(cert=cert, key=key)) as server:
+        secure = DetectionClient(
+            server.grpc_url, ssl=True, root_certificates=str(cert), retry=NO_RETRY, timeout_s=30
+        )
+        assert len(secure.detect(valid_images[0].read_bytes(), conf_threshold=0.001)) > 0
+        plain = DetectionClient(server.grpc_url, retry=NO_RETRY, timeout_s=5)
+        with pytest.raises(ServerUnavailableError):
+            plain.detect(valid_images[0].read_bytes())
