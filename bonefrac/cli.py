@@ -101,6 +101,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from bonefrac import dataset_cli
+    from bonefrac.benchmarks import cli as bench_cli
     from bonefrac.client import cli as infer_cli
     from bonefrac.client import evaluate_cli
     from bonefrac.export import cli as export_cli
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cli.add_parser(sub)
     dataset_cli.add_parser(sub)
     ui_cli.add_parser(sub)
+    bench_cli.add_parser(sub)
     return parser
 
 
