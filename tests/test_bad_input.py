@@ -101,3 +101,29 @@ def test_postprocess_refuses_a_bad_transform(triton):
     box.set_data_from_numpy(np.zeros((1, 6), np.float32))
     with pytest.raises(InferenceServerException, match="positive gains"):
         raw.infer("yolo11_postprocess", [out0, box])
+
+
+def test_oversize_message_gets_a_clear_error(triton):
+    with DetectionClient(triton.grpc_url, model="yolo11", timeout_s=120) as client:
+        with pytest.raises(InvalidInputError, match="not a recognised image"):
+            client.detect(np.random.default_rng(1).bytes(100 << 20))  # 100 MB of noise
+    assert triton.is_ready()
+
+
+def test_non_utf8_file_names_through_the_cli(triton, valid_images, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "xrays"
+    folder.mkdir()
+    name = os.fsdecode(b"r\xf6ntgen \xff.jpg")  # Latin-1 bytes: not valid UTF-8
+    (folder / name).write_bytes(valid_images[0].read_bytes())
+    out = tmp_path / "out.json"
+    result = subprocess.run([sys.executable, "-m", "bonefrac.cli", "infer", str(folder),
+                             "--server", triton.grpc_url, "--json", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    records = json.loads(out.read_text())
+    assert len(records) == 1 and "detections" in records[0]

@@ -142,3 +142,16 @@ def test_browser_shows_a_banner_when_triton_is_down(dead_ui_url):
     finally:
         browser.close()
         pw.stop()
+
+
+def test_uploads_stay_in_the_temporary_directory(ui_url, tmp_path):
+    import tempfile
+
+    from gradio_client import Client, handle_file
+
+    before = set(ROOT.rglob("*"))
+    image, _, _ = Client(ui_url, verbose=False).predict(handle_file(str(EXAMPLE)), "yolo11", 0.25,
+                                                        api_name="/detect")
+    assert Path(image).resolve().is_relative_to(Path(tempfile.gettempdir()).resolve())
+    created = {p for p in set(ROOT.rglob("*")) - before if "__pycache__" not in p.parts}
+    assert not created, created
