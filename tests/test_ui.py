@@ -155,3 +155,24 @@ def test_uploads_stay_in_the_temporary_directory(ui_url, tmp_path):
     assert Path(image).resolve().is_relative_to(Path(tempfile.gettempdir()).resolve())
     created = {p for p in set(ROOT.rglob("*")) - before if "__pycache__" not in p.parts}
     assert not created, created
+
+
+def test_page_recovers_when_triton_comes_back(repository, tmp_path_factory):
+    from bonefrac.server import TritonServer
+
+    port = free_port()
+    url, demo = _start(f"127.0.0.1:{port}", tmp_path_factory)
+    pw, browser = _browser()
+    try:
+        page = browser.new_page()
+        page.goto(url)
+        page.locator(".bf-down").wait_for(timeout=30_000)
+        server = TritonServer(repository, grpc_port=port, http_port=0, metrics_port=0,
+                              startup_timeout_s=120)
+        with server:
+            page.locator(".bf-up").wait_for(timeout=30_000)  # the status timer ticks every 5 s
+            assert "ready" in page.locator(".bf-up").inner_text()
+    finally:
+        browser.close()
+        pw.stop()
+        demo.close()
