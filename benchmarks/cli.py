@@ -77,3 +77,114 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     return 0 if result.errors == 0 and not leaked else 1
+
+
+def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="load-test a served model over gRPC (concurrency sweep or request rate)",
+        description="Closed-loop concurrency sweep (or an open-loop request rate, constant or "
+        "Poisson) against a Triton ensemble over gRPC, with warm-up, measurement "
+        "windows repeated until stable, p50/p90/p95/p99 latency, throughput, "
+        "errors, Triton's per-step server breakdown and the client's CPU use. "
+        "--baseline in-process runs the same pipeline in this process for "
+        "comparison. Writes JSON, CSV, PNG plots and a Markdown report.",
+    )
+    p.add_argument(
+        "--server",
+        default="127.0.0.1:8001",
+        metavar="HOST:PORT",
+        help="Triton gRPC address (loopback or your own test hosts only)",
+    )
+    p.add_argument("--model", default="yolo11", help="ensemble (default: %(default)s)")
+    p.add_argument("--images", required=True, metavar="DIR", help="X-rays to send")
+    p.add_argument("--concurrency", default="1,2,4,8", help="sweep (default: %(default)s)")
+    p.add_argument("--rate", metavar="R[,R]", help="open-loop request rates instead of a sweep")
+    p.add_argument("--poisson", action="store_true", help="Poisson arrivals with --rate")
+    p.add_argument("--duration-s", type=float, default=5.0, help="one measurement window")
+    p.add_argument("--warmup-s", type=float, default=2.0, help="warm-up per step")
+    p.add_argument("--max-windows", type=int, default=4, help="windows until stable (max)")
+    p.add_argument("--baseline", default="", help="comma list: in-process")
+    p.add_argument("--repository", default="model_repository", help="for --baseline in-process")
+    p.add_argument(
+        "--out",
+        default="bench-out",
+        metavar="DIR",
+        help="folder for runs.json, runs.csv, plots and report.md",
+    )
+    p.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import asyncio
+    import shlex
+
+    from bonefrac.benchmarks import loadgen, report
+    from bonefrac.benchmarks.soak import load_images
+
+    payloads = load_images(args.images, limit=64)
+    if not payloads:
+        print(f"bonefrac bench: no images in {args.images}", file=sys.stderr)
+        return 2
+    levels = (
+        [("rate", float(r)) for r in args.rate.split(",")]
+        if args.rate
+        else [("concurrency", int(c)) for c in args.concurrency.split(",")]
+    )
+    baselines = [b.strip() for b in args.baseline.split(",") if b.strip()]
+    unknown = set(baselines) - {"in-process"}
+    if unknown:
+        print(
+            f"bonefrac bench: unknown baseline(s) {sorted(unknown)}; known: in-process",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def main() -> list[dict]:
+        runs = []
+        target, stats, close = loadgen.triton_target(args.server, args.model)
+        targets = [("triton", target, stats)]
+        if "in-process" in baselines:
+            targets.append(
+                (
+                    "in-process",
+                    loadgen.in_process_target(args.repository, args.model, workers=1),
+                    None,
+                )
+            )
+        try:
+            for name, fn, st in targets:
+                for kind, level in levels:
+                    step = await loadgen.run_step(
+                        fn,
+                        payloads,
+                        name=name,
+                        warmup_s=args.warmup_s,
+                        window_s=args.duration_s,
+                        max_windows=args.max_windows,
+                        stats=st,
+                        concurrency=level if kind == "concurrency" else None,
+                        rate_rps=level if kind == "rate" else None,
+                        poisson=args.poisson,
+                    )
+                    runs.append(step.to_dict())
+                    print(
+                        f"{name} {kind} {level}: {step.throughput_rps:.2f} req/s, p50 "
+                        f"{step.p50_ms:.1f} ms, p99 {step.p99_ms:.1f} ms, errors {step.errors}, "
+                        f"client CPU {step.client_cpu_pct} %",
+                        flush=True,
+                    )
+        finally:
+            await close()
+        return runs
+
+    runs = asyncio.run(main())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "bonefrac " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report.write_json(runs, out / "runs.json", command=command)
+    report.write_csv(runs, out / "runs.csv")
+    report.plot(runs, out)
+    (out / "report.md").write_text(report.markdown(runs, command=command))
+    print(f"wrote {out}/runs.json, runs.csv, report.md and plots")
+    return 0 if all(r["errors"] == 0 for r in runs) else 1

@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     dataset_cli.add_parser(sub)
     ui_cli.add_parser(sub)
     bench_cli.add_parser(sub)
+    bench_cli.add_bench_parser(sub)
     return parser
 
 

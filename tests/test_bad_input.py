@@ -104,9 +104,9 @@ def test_postprocess_refuses_a_bad_transform(triton):
 
 
 def test_oversize_message_gets_a_clear_error(triton):
-    with DetectionClient(triton.grpc_url, model="yolo11", timeout_s=120) as client:
-        with pytest.raises(InvalidInputError, match="not a recognised image"):
-            client.detect(np.random.default_rng(1).bytes(100 << 20))  # 100 MB of noise
+    client = DetectionClient(triton.grpc_url, model="yolo11", timeout_s=120)
+    with pytest.raises(InvalidInputError, match="not a recognised image"):
+        client.detect(np.random.default_rng(1).bytes(100 << 20))  # 100 MB of noise
     assert triton.is_ready()
 
 
@@ -121,9 +121,21 @@ def test_non_utf8_file_names_through_the_cli(triton, valid_images, tmp_path):
     name = os.fsdecode(b"r\xf6ntgen \xff.jpg")  # Latin-1 bytes: not valid UTF-8
     (folder / name).write_bytes(valid_images[0].read_bytes())
     out = tmp_path / "out.json"
-    result = subprocess.run([sys.executable, "-m", "bonefrac.cli", "infer", str(folder),
-                             "--server", triton.grpc_url, "--json", str(out)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bonefrac.cli",
+            "infer",
+            str(folder),
+            "--server",
+            triton.grpc_url,
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     records = json.loads(out.read_text())
     assert len(records) == 1 and "detections" in records[0]

@@ -150,8 +150,9 @@ def test_uploads_stay_in_the_temporary_directory(ui_url, tmp_path):
     from gradio_client import Client, handle_file
 
     before = set(ROOT.rglob("*"))
-    image, _, _ = Client(ui_url, verbose=False).predict(handle_file(str(EXAMPLE)), "yolo11", 0.25,
-                                                        api_name="/detect")
+    image, _, _ = Client(ui_url, verbose=False).predict(
+        handle_file(str(EXAMPLE)), "yolo11", 0.25, api_name="/detect"
+    )
     assert Path(image).resolve().is_relative_to(Path(tempfile.gettempdir()).resolve())
     created = {p for p in set(ROOT.rglob("*")) - before if "__pycache__" not in p.parts}
     assert not created, created
@@ -167,8 +168,9 @@ def test_page_recovers_when_triton_comes_back(repository, tmp_path_factory):
         page = browser.new_page()
         page.goto(url)
         page.locator(".bf-down").wait_for(timeout=30_000)
-        server = TritonServer(repository, grpc_port=port, http_port=0, metrics_port=0,
-                              startup_timeout_s=120)
+        server = TritonServer(
+            repository, grpc_port=port, http_port=0, metrics_port=0, startup_timeout_s=120
+        )
         with server:
             page.locator(".bf-up").wait_for(timeout=30_000)  # the status timer ticks every 5 s
             assert "ready" in page.locator(".bf-up").inner_text()

@@ -1,0 +1,259 @@
+"""A gRPC load generator in the manner of Triton's perf_analyzer.
+
+Closed loop (a concurrency sweep: N requests always in flight) or open loop (a request rate,
+constant or Poisson), with a warm-up, measurement windows repeated until two in a row agree on
+throughput, latency percentiles, error counts, the server's own per-step breakdown from Triton's
+statistics API, and the client's own CPU use (so a saturated client is visible).
+
+Targets are callables ``async (payload: bytes) -> None``; :func:`triton_target` calls a served
+ensemble over gRPC (asyncio), :func:`in_process_target` runs the same pipeline in this process
+(threads), the ceiling for serving on the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+Target = Callable[[bytes], Awaitable[None]]
+
+
+@dataclass
+class StepResult:
+    """One load step.
+
+    Attributes:
+        target: ``triton``, ``in-process``, ...
+        concurrency: requests in flight (closed loop), or None.
+        rate_rps: offered request rate (open loop), or None.
+        requests, errors: counted in the measured windows.
+        throughput_rps: completed requests per second.
+        p50_ms ... p99_ms: latency percentiles of successful requests.
+        windows: measurement windows used; stable: whether the last two agreed.
+        client_cpu_pct: this process's CPU use during the step (100 % = one core).
+        server: composing model -> average ms per request of queue / compute phases.
+    """
+
+    target: str
+    concurrency: int | None
+    rate_rps: float | None
+    requests: int
+    errors: int
+    throughput_rps: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    windows: int
+    stable: bool
+    client_cpu_pct: float
+    error_samples: list[str] = field(default_factory=list)
+    server: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Window:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.error_samples: list[str] = []
+        self.start = time.perf_counter()
+        self.end = self.start
+
+
+async def _timed(target: Target, payload: bytes, window_ref: list[_Window]) -> None:
+    start = time.perf_counter()
+    try:
+        await target(payload)
+        window_ref[0].latencies.append(time.perf_counter() - start)
+    except Exception as exc:  # counted: the load goes on
+        w = window_ref[0]
+        w.errors += 1
+        if len(w.error_samples) < 3:
+            w.error_samples.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+async def _closed_loop(
+    target: Target,
+    payloads: Sequence[bytes],
+    concurrency: int,
+    stop: asyncio.Event,
+    window_ref: list[_Window],
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+
+    async def worker() -> None:
+        while not stop.is_set():
+            await _timed(target, rng.choice(payloads), window_ref)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def _open_loop(
+    target: Target,
+    payloads: Sequence[bytes],
+    rate: float,
+    poisson: bool,
+    stop: asyncio.Event,
+    window_ref: list[_Window],
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    pending: set[asyncio.Task] = set()
+    next_at = time.perf_counter()
+    while not stop.is_set():
+        gap = rng.expovariate(rate) if poisson else 1.0 / rate
+        next_at += gap
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.ensure_future(_timed(target, rng.choice(payloads), window_ref))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.gather(*pending)
+
+
+async def run_step(
+    target: Target,
+    payloads: Sequence[bytes],
+    *,
+    name: str,
+    concurrency: int | None = None,
+    rate_rps: float | None = None,
+    poisson: bool = False,
+    warmup_s: float = 2.0,
+    window_s: float = 5.0,
+    max_windows: int = 4,
+    stability: float = 0.1,
+    seed: int = 0,
+    stats: Callable[[], dict[str, tuple[int, int]]] | None = None,
+) -> StepResult:
+    """Run one step: warm up, then measure windows of ``window_s`` until two consecutive ones
+    agree within ``stability`` on throughput (or ``max_windows`` is reached)."""
+    if (concurrency is None) == (rate_rps is None):
+        raise ValueError("give exactly one of concurrency or rate_rps")
+    stop = asyncio.Event()
+    window_ref = [_Window()]
+    loop = (
+        _closed_loop(target, payloads, concurrency, stop, window_ref, seed)
+        if concurrency
+        else _open_loop(target, payloads, rate_rps, poisson, stop, window_ref, seed)
+    )
+    runner = asyncio.ensure_future(loop)
+    await asyncio.sleep(warmup_s)
+    windows: list[_Window] = []
+    before_stats = stats() if stats else {}
+    cpu_before = os.times()
+    wall_before = time.perf_counter()
+    while True:
+        window_ref[0] = _Window()
+        await asyncio.sleep(window_s)
+        window_ref[0].end = time.perf_counter()
+        windows.append(window_ref[0])
+        rates = [len(w.latencies) / (w.end - w.start) for w in windows[-2:]]
+        stable = len(rates) == 2 and abs(rates[0] - rates[1]) <= stability * max(rates)
+        if stable or len(windows) >= max_windows:
+            break
+    cpu_after = os.times()
+    wall = time.perf_counter() - wall_before
+    after_stats = stats() if stats else {}
+    stop.set()
+    window_ref[0] = _Window()  # requests still in flight are not counted
+    await runner
+
+    latencies = np.array([x for w in windows for x in w.latencies]) * 1000.0
+    elapsed = sum(w.end - w.start for w in windows)
+    errors = sum(w.errors for w in windows)
+    pct = np.percentile(latencies, [50, 90, 95, 99]) if latencies.size else np.full(4, float("nan"))
+    cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    return StepResult(
+        target=name,
+        concurrency=concurrency,
+        rate_rps=rate_rps,
+        requests=int(latencies.size) + errors,
+        errors=errors,
+        throughput_rps=round(latencies.size / elapsed, 3) if elapsed else 0.0,
+        p50_ms=round(float(pct[0]), 3),
+        p90_ms=round(float(pct[1]), 3),
+        p95_ms=round(float(pct[2]), 3),
+        p99_ms=round(float(pct[3]), 3),
+        mean_ms=round(float(latencies.mean()), 3) if latencies.size else float("nan"),
+        windows=len(windows),
+        stable=stable,
+        client_cpu_pct=round(100.0 * cpu / wall, 1) if wall else 0.0,
+        error_samples=[s for w in windows for s in w.error_samples][:3],
+        server=_breakdown(before_stats, after_stats),
+    )
+
+
+def _breakdown(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
+) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for key, (count, ns) in after.items():
+        model, phase = key.rsplit(".", 1)
+        c0, n0 = before.get(key, (0, 0))
+        if count > c0:
+            out.setdefault(model, {})[f"{phase}_ms"] = round((ns - n0) / 1e6 / (count - c0), 3)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------------
+
+
+def triton_target(url: str, model: str) -> tuple[Target, Callable[[], dict], Callable[[], Any]]:
+    """An asyncio gRPC target for a served ensemble, a statistics reader for its composing
+    models, and a closer. Must be called inside the running event loop."""
+    import tritonclient.grpc as grpcclient
+
+    from bonefrac.client import NO_RETRY, AsyncDetectionClient
+
+    client = AsyncDetectionClient(url, model=model, timeout_s=120, retry=NO_RETRY)
+    raw = grpcclient.InferenceServerClient(url)
+
+    async def target(payload: bytes) -> None:
+        await client.detect(payload)
+
+    def stats() -> dict[str, tuple[int, int]]:
+        out = {}
+        for m in raw.get_inference_statistics(as_json=True).get("model_stats", []):
+            name = m.get("name", "")
+            if name != model and not name.startswith(f"{model}_"):
+                continue
+            s = m.get("inference_stats", {})
+            for phase in ("queue", "compute_input", "compute_infer", "compute_output"):
+                entry = s.get(phase, {})
+                out[f"{name}.{phase}"] = (int(entry.get("count", 0)), int(entry.get("ns", 0)))
+        return out
+
+    return target, stats, client.close
+
+
+def in_process_target(repository: str, model: str, *, threads: int = 0, workers: int = 1) -> Target:
+    """The same pipeline in this process (ONNX Runtime with ``threads``), run on ``workers``
+    threads; the ceiling for serving on this machine."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bonefrac.pipeline import InProcessPipeline
+
+    pipeline = InProcessPipeline(repository, model, threads=threads)
+    pool = ThreadPoolExecutor(max_workers=workers)
+
+    async def target(payload: bytes) -> None:
+        await asyncio.get_running_loop().run_in_executor(pool, pipeline.detect, payload)
+
+    return target

@@ -1,0 +1,97 @@
+"""Smoke run of the load generator against a real server (correctness, not speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.server
+
+
+def test_bench_smoke(triton, repository, data_dir, tmp_path):
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bonefrac.cli",
+            "bench",
+            "--server",
+            triton.grpc_url,
+            "--model",
+            "yolo11",
+            "--images",
+            str(data_dir / "valid" / "images"),
+            "--concurrency",
+            "1,3",
+            "--duration-s",
+            "2",
+            "--warmup-s",
+            "0.5",
+            "--max-windows",
+            "2",
+            "--baseline",
+            "in-process",
+            "--repository",
+            str(repository),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads((out / "runs.json").read_text())
+    assert {"command", "date", "machine", "versions", "runs"} <= set(data)
+    runs = data["runs"]
+    assert [(r["target"], r["concurrency"]) for r in runs] == [
+        ("triton", 1),
+        ("triton", 3),
+        ("in-process", 1),
+        ("in-process", 3),
+    ]
+    for r in runs:
+        assert r["errors"] == 0 and r["requests"] > 0 and r["throughput_rps"] > 0
+        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p95_ms"] <= r["p99_ms"]
+    triton_run = runs[1]
+    assert {"yolo11_preprocess", "yolo11_detector", "yolo11_postprocess"} <= set(
+        triton_run["server"]
+    )
+    assert triton_run["server"]["yolo11_detector"]["compute_infer_ms"] > 0
+    for name in ("runs.csv", "report.md", "throughput_vs_p99.png", "server_breakdown.png"):
+        assert (out / name).is_file(), name
+    assert "| triton | 3 |" in (out / "report.md").read_text()
+
+
+def test_open_loop_poisson_step(triton, data_dir):
+    import asyncio
+
+    from bonefrac.benchmarks import loadgen
+    from bonefrac.benchmarks.soak import load_images
+
+    payloads = load_images(data_dir / "valid" / "images", limit=4)
+
+    async def main():
+        target, stats, close = loadgen.triton_target(triton.grpc_url, "yolo11")
+        try:
+            return await loadgen.run_step(
+                target,
+                payloads,
+                name="triton",
+                rate_rps=4.0,
+                poisson=True,
+                warmup_s=0.5,
+                window_s=2.0,
+                max_windows=2,
+                stats=stats,
+            )
+        finally:
+            await close()
+
+    step = asyncio.run(main())
+    assert step.errors == 0 and step.rate_rps == 4.0
+    assert 1.0 < step.throughput_rps < 8.0  # about the offered rate, not a closed loop
