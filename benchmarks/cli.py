@@ -93,8 +93,9 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--server",
         default="127.0.0.1:8001",
-        metavar="HOST:PORT",
-        help="Triton gRPC address (loopback or your own test hosts only)",
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="Triton gRPC address(es); several are balanced round robin, skipping "
+        "unhealthy ones (loopback or your own test hosts for load) (default: %(default)s)",
     )
     p.add_argument("--model", default="yolo11", help="ensemble (default: %(default)s)")
     p.add_argument("--images", required=True, metavar="DIR", help="X-rays to send")

@@ -216,28 +216,38 @@ def _breakdown(
 
 
 def triton_target(url: str, model: str) -> tuple[Target, Callable[[], dict], Callable[[], Any]]:
-    """An asyncio gRPC target for a served ensemble, a statistics reader for its composing
-    models, and a closer. Must be called inside the running event loop."""
+    """An asyncio gRPC target for a served ensemble (``url`` may list several servers,
+    ``a:8001,b:8001``: they are balanced), a statistics reader summing its composing models over
+    the servers, and a closer. Must be called inside the running event loop."""
     import tritonclient.grpc as grpcclient
 
-    from bonefrac.client import NO_RETRY, AsyncDetectionClient
+    from bonefrac.client import NO_RETRY, connect_async, parse_servers
 
-    client = AsyncDetectionClient(url, model=model, timeout_s=120, retry=NO_RETRY)
-    raw = grpcclient.InferenceServerClient(url)
+    client = connect_async(url, model=model, timeout_s=120, retry=NO_RETRY)
+    raws = [grpcclient.InferenceServerClient(u) for u in parse_servers(url)]
 
     async def target(payload: bytes) -> None:
         await client.detect(payload)
 
     def stats() -> dict[str, tuple[int, int]]:
-        out = {}
-        for m in raw.get_inference_statistics(as_json=True).get("model_stats", []):
-            name = m.get("name", "")
-            if name != model and not name.startswith(f"{model}_"):
+        out: dict[str, tuple[int, int]] = {}
+        for raw in raws:
+            try:
+                model_stats = raw.get_inference_statistics(as_json=True).get("model_stats", [])
+            except Exception:  # a stopped server contributes nothing
                 continue
-            s = m.get("inference_stats", {})
-            for phase in ("queue", "compute_input", "compute_infer", "compute_output"):
-                entry = s.get(phase, {})
-                out[f"{name}.{phase}"] = (int(entry.get("count", 0)), int(entry.get("ns", 0)))
+            for m in model_stats:
+                name = m.get("name", "")
+                if name != model and not name.startswith(f"{model}_"):
+                    continue
+                s = m.get("inference_stats", {})
+                for phase in ("queue", "compute_input", "compute_infer", "compute_output"):
+                    entry = s.get(phase, {})
+                    c0, n0 = out.get(f"{name}.{phase}", (0, 0))
+                    out[f"{name}.{phase}"] = (
+                        c0 + int(entry.get("count", 0)),
+                        n0 + int(entry.get("ns", 0)),
+                    )
         return out
 
     return target, stats, client.close

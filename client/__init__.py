@@ -9,6 +9,13 @@ Example::
         print(detections.xyxy, detections.scores, detections.class_names)
 """
 
+from bonefrac.client._balance import (
+    AsyncBalancedDetectionClient,
+    BalancedDetectionClient,
+    connect,
+    connect_async,
+    parse_servers,
+)
 from bonefrac.client._errors import (
     ClientError,
     InvalidInputError,
@@ -27,6 +34,11 @@ from bonefrac.client._grpc import (
 from bonefrac.detections import Detections
 
 __all__ = [
+    "AsyncBalancedDetectionClient",
+    "BalancedDetectionClient",
+    "connect",
+    "connect_async",
+    "parse_servers",
     "AsyncDetectionClient",
     "ClientError",
     "DetectionClient",

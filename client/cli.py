@@ -60,8 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--server",
         default="127.0.0.1:8001",
-        metavar="HOST:PORT",
-        help="Triton gRPC address (default: %(default)s)",
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="Triton gRPC address(es); several are balanced round robin, skipping "
+        "unhealthy ones (loopback or your own test hosts for load) (default: %(default)s)",
     )
     p.add_argument("--model", default="yolo11", help="ensemble to call (default: %(default)s)")
     p.add_argument("--json", metavar="OUT", help="write results as JSON to OUT ('-': stdout)")
@@ -187,9 +188,13 @@ def _make_detector(args: argparse.Namespace):
             return None
         return lambda data: pipeline.detect(data, conf_threshold=args.conf, iou_threshold=args.iou)
 
-    from bonefrac.client import DetectionClient
+    from bonefrac.client import connect
 
-    client = DetectionClient(args.server, model=args.model, timeout_s=args.timeout_s)
+    try:
+        client = connect(args.server, model=args.model, timeout_s=args.timeout_s)
+    except ValueError as exc:
+        print(f"bonefrac infer: {exc}", file=sys.stderr)
+        return None
     try:
         client.status()
     except BonefracError as exc:

@@ -290,9 +290,9 @@ def served_model(
     server: str, name: str, *, conf_threshold: float = EVAL_CONF_THRESHOLD, timeout_s: float = 120.0
 ) -> ModelUnderTest:
     """A model served by Triton; its content hash comes from the ensemble's config."""
-    from bonefrac.client import DetectionClient
+    from bonefrac.client import connect
 
-    client = DetectionClient(server, model=name, timeout_s=timeout_s)
+    client = connect(server, model=name, timeout_s=timeout_s)
     sha = client.model_parameters().get("model_sha256", "")
     return ModelUnderTest(
         name=name,

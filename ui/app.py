@@ -8,7 +8,6 @@ threshold), outputs (annotated image, detections table, verdict text).
 from __future__ import annotations
 
 import html
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -155,39 +154,54 @@ class Backend:
     """The page's connection to Triton: one gRPC client per model, reused by every request."""
 
     def __init__(self, config: UiConfig) -> None:
-        from bonefrac.client import DetectionClient
+        import tritonclient.grpc as grpcclient
+
+        from bonefrac.client import connect, parse_servers
 
         self.config = config
         self.clients = {
-            m: DetectionClient(config.server, model=m, timeout_s=config.timeout_s)
-            for m in config.models
+            m: connect(config.server, model=m, timeout_s=config.timeout_s) for m in config.models
         }
-        self._raw = None
-        self._lock = threading.Lock()
+        self.urls = parse_servers(config.server)
+        self._raws = {u: grpcclient.InferenceServerClient(u) for u in self.urls}
 
     def raw(self):
-        import tritonclient.grpc as grpcclient
-
-        with self._lock:
-            if self._raw is None:
-                self._raw = grpcclient.InferenceServerClient(self.config.server)
-            return self._raw
+        """A raw client of the first server that answers (for statistics)."""
+        for raw in self._raws.values():
+            try:
+                if raw.is_server_live():
+                    return raw
+            except Exception:  # try the next server
+                continue
+        return self._raws[self.urls[0]]
 
     def status(self) -> dict[str, Any]:
-        """Live/ready and the models loaded (``{"up": False, "error": ...}`` when down)."""
-        try:
-            raw = self.raw()
-            index = raw.get_model_repository_index(as_json=True).get("models", [])
-            return {
-                "up": True,
-                "live": raw.is_server_live(),
-                "ready": raw.is_server_ready(),
-                "models": [
-                    (m.get("name"), m.get("version", ""), m.get("state", "")) for m in index
-                ],
-            }
-        except Exception as exc:  # any transport failure means "down" to the page
-            return {"up": False, "error": str(exc).splitlines()[0][:200]}
+        """Live/ready and the models loaded (``{"up": False, "error": ...}`` when all are down)."""
+        up, error = [], ""
+        for url, raw in self._raws.items():
+            try:
+                index = raw.get_model_repository_index(as_json=True).get("models", [])
+                up.append(
+                    {
+                        "url": url,
+                        "ready": raw.is_server_ready(),
+                        "models": [
+                            (m.get("name"), m.get("version", ""), m.get("state", "")) for m in index
+                        ],
+                    }
+                )
+            except Exception as exc:  # any transport failure means "down" to the page
+                error = str(exc).splitlines()[0][:200]
+        if not up:
+            return {"up": False, "error": error}
+        return {
+            "up": True,
+            "live": True,
+            "ready": any(s["ready"] for s in up),
+            "models": up[0]["models"],
+            "servers_up": len(up),
+            "servers": len(self.urls),
+        }
 
     def server_times_us(self, model: str) -> dict[str, tuple[int, int]]:
         """Per composing model: cumulative (count, ns) of queue and compute phases."""
@@ -298,8 +312,9 @@ def build_app(config: UiConfig):
             or "none"
         )
         state = "ready" if s["ready"] else "not ready"
+        count = f" ({s['servers_up']}/{s['servers']} servers up)" if s["servers"] > 1 else ""
         return (
-            f'<div class="bf-up">Triton {html.escape(config.server)}: live, {state}. '
+            f'<div class="bf-up">Triton {html.escape(config.server)}: live, {state}{count}. '
             f"Models: {html.escape(models)}</div>"
         )
 

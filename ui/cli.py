@@ -32,8 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--server",
         default="127.0.0.1:8001",
-        metavar="HOST:PORT",
-        help="Triton gRPC address (default: %(default)s)",
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="Triton gRPC address(es); several are balanced round robin, skipping "
+        "unhealthy ones (loopback or your own test hosts for load) (default: %(default)s)",
     )
     _ui_args(p)
     p.set_defaults(func=run_ui)
