@@ -27,9 +27,18 @@ def test_parse_servers():
 
 @pytest.fixture()
 def two_servers(repository):
-    servers = [TritonServer(repository, grpc_port=0, http_port=0, metrics_port=0,
-                            model_control="explicit", load_models=["yolo11"],
-                            startup_timeout_s=120) for _ in range(2)]
+    servers = [
+        TritonServer(
+            repository,
+            grpc_port=0,
+            http_port=0,
+            metrics_port=0,
+            model_control="explicit",
+            load_models=["yolo11"],
+            startup_timeout_s=120,
+        )
+        for _ in range(2)
+    ]
     for s in servers:
         s.start()
     yield servers
@@ -76,10 +85,32 @@ def test_bench_drives_two_servers(two_servers, data_dir, tmp_path):
     for label, servers in (("one", a.grpc_url), ("two", f"{a.grpc_url},{b.grpc_url}")):
         out = tmp_path / label
         result = subprocess.run(
-            [sys.executable, "-m", "bonefrac.cli", "bench", "--server", servers, "--model",
-             "yolo11", "--images", str(data_dir / "valid" / "images"), "--concurrency", "4",
-             "--duration-s", "3", "--warmup-s", "1", "--max-windows", "2", "--out", str(out)],
-            capture_output=True, text=True, timeout=600)
+            [
+                sys.executable,
+                "-m",
+                "bonefrac.cli",
+                "bench",
+                "--server",
+                servers,
+                "--model",
+                "yolo11",
+                "--images",
+                str(data_dir / "valid" / "images"),
+                "--concurrency",
+                "4",
+                "--duration-s",
+                "3",
+                "--warmup-s",
+                "1",
+                "--max-windows",
+                "2",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         run = json.loads((out / "runs.json").read_text())["runs"][0]
         assert run["errors"] == 0
