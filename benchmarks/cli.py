@@ -105,7 +105,18 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--duration-s", type=float, default=5.0, help="one measurement window")
     p.add_argument("--warmup-s", type=float, default=2.0, help="warm-up per step")
     p.add_argument("--max-windows", type=int, default=4, help="windows until stable (max)")
-    p.add_argument("--baseline", default="", help="comma list: in-process")
+    p.add_argument(
+        "--baseline",
+        default="",
+        help="comma list of in-process, fastapi, ultralytics (the last needs "
+        "--weights); measured in the same run on the same images",
+    )
+    p.add_argument(
+        "--weights",
+        metavar="PATH.pt",
+        help="Ultralytics checkpoint for the ultralytics baseline (needs the export extras)",
+    )
+    p.add_argument("--imgsz", type=int, default=640, help="image size of --weights")
     p.add_argument("--repository", default="model_repository", help="for --baseline in-process")
     p.add_argument(
         "--out",
@@ -133,26 +144,41 @@ def run_bench(args: argparse.Namespace) -> int:
         else [("concurrency", int(c)) for c in args.concurrency.split(",")]
     )
     baselines = [b.strip() for b in args.baseline.split(",") if b.strip()]
-    unknown = set(baselines) - {"in-process"}
+    unknown = set(baselines) - {"in-process", "fastapi", "ultralytics"}
     if unknown:
         print(
-            f"bonefrac bench: unknown baseline(s) {sorted(unknown)}; known: in-process",
+            f"bonefrac bench: unknown baseline(s) {sorted(unknown)}; known: in-process, "
+            "fastapi, ultralytics",
             file=sys.stderr,
         )
         return 2
+    if "ultralytics" in baselines and not args.weights:
+        print("bonefrac bench: the ultralytics baseline needs --weights PATH.pt", file=sys.stderr)
+        return 2
+
+    fastapi_server = None
+    if "fastapi" in baselines:
+        from bonefrac.benchmarks.fastapi_baseline import FastApiServer
+
+        fastapi_server = FastApiServer(args.repository, args.model)
 
     async def main() -> list[dict]:
         runs = []
         target, stats, close = loadgen.triton_target(args.server, args.model)
         targets = [("triton", target, stats)]
+        closers = [close]
         if "in-process" in baselines:
-            targets.append(
-                (
-                    "in-process",
-                    loadgen.in_process_target(args.repository, args.model, workers=1),
-                    None,
-                )
-            )
+            ceiling = loadgen.in_process_target(args.repository, args.model, workers=1)
+            targets.append(("in-process", ceiling, None))
+        if fastapi_server is not None:
+            from bonefrac.benchmarks.fastapi_baseline import http_target
+
+            http, http_close = http_target(fastapi_server.url)
+            targets.append(("fastapi", http, None))
+            closers.append(http_close)
+        if "ultralytics" in baselines:
+            eager = loadgen.ultralytics_target(args.weights, imgsz=args.imgsz)
+            targets.append(("ultralytics", eager, None))
         try:
             for name, fn, st in targets:
                 for kind, level in levels:
@@ -176,10 +202,15 @@ def run_bench(args: argparse.Namespace) -> int:
                         flush=True,
                     )
         finally:
-            await close()
+            for closer in closers:
+                await closer()
         return runs
 
-    runs = asyncio.run(main())
+    try:
+        runs = asyncio.run(main())
+    finally:
+        if fastapi_server is not None:
+            fastapi_server.stop()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = "bonefrac " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -267,3 +267,28 @@ def in_process_target(repository: str, model: str, *, threads: int = 0, workers:
         await asyncio.get_running_loop().run_in_executor(pool, pipeline.detect, payload)
 
     return target
+
+
+def ultralytics_target(weights: str, *, imgsz: int = 640, workers: int = 1) -> Target:
+    """What a user would run instead of a server: Ultralytics ``YOLO(weights).predict()`` in
+    PyTorch on the CPU, decoding the same bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bonefrac.export._offline import prepare_ultralytics_offline
+
+    prepare_ultralytics_offline()
+    from ultralytics import YOLO
+
+    from bonefrac.processing import decode_image
+
+    model = YOLO(weights, task="detect")
+    pool = ThreadPoolExecutor(max_workers=workers)
+
+    def run(payload: bytes) -> None:
+        image = decode_image(payload)[..., ::-1]  # Ultralytics takes BGR arrays
+        model.predict(image, imgsz=imgsz, device="cpu", verbose=False)
+
+    async def target(payload: bytes) -> None:
+        await asyncio.get_running_loop().run_in_executor(pool, run, payload)
+
+    return target

@@ -95,3 +95,55 @@ def test_open_loop_poisson_step(triton, data_dir):
     step = asyncio.run(main())
     assert step.errors == 0 and step.rate_rps == 4.0
     assert 1.0 < step.throughput_rps < 8.0  # about the offered rate, not a closed loop
+
+
+@pytest.mark.export
+def test_bench_fastapi_and_ultralytics_baselines(triton, repository, data_dir, tmp_path):
+    """The baselines run in the same bench call on the same images, error-free."""
+    from bonefrac.export._offline import prepare_ultralytics_offline
+
+    prepare_ultralytics_offline()
+    from ultralytics import YOLO
+
+    weights = tmp_path / "yolo11n.pt"
+    YOLO("yolo11n.yaml", task="detect").save(str(weights))  # a config-built checkpoint
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bonefrac.cli",
+            "bench",
+            "--server",
+            triton.grpc_url,
+            "--model",
+            "yolo11",
+            "--images",
+            str(data_dir / "valid" / "images"),
+            "--concurrency",
+            "2",
+            "--duration-s",
+            "2",
+            "--warmup-s",
+            "0.5",
+            "--max-windows",
+            "2",
+            "--baseline",
+            "fastapi,ultralytics",
+            "--weights",
+            str(weights),
+            "--imgsz",
+            "640",
+            "--repository",
+            str(repository),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = json.loads((out / "runs.json").read_text())["runs"]
+    assert [r["target"] for r in runs] == ["triton", "fastapi", "ultralytics"]
+    assert all(r["errors"] == 0 and r["throughput_rps"] > 0 for r in runs)
