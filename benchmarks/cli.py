@@ -108,8 +108,9 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--baseline",
         default="",
-        help="comma list of in-process, fastapi, ultralytics (the last needs "
-        "--weights); measured in the same run on the same images",
+        help="comma list of in-process, fastapi, ultralytics (needs --weights), "
+        "perf_analyzer (Triton's tool, fetched from the tritonclient 2.51.0 wheel); measured in "
+        "the same run on the same images",
     )
     p.add_argument(
         "--weights",
@@ -144,7 +145,7 @@ def run_bench(args: argparse.Namespace) -> int:
         else [("concurrency", int(c)) for c in args.concurrency.split(",")]
     )
     baselines = [b.strip() for b in args.baseline.split(",") if b.strip()]
-    unknown = set(baselines) - {"in-process", "fastapi", "ultralytics"}
+    unknown = set(baselines) - {"in-process", "fastapi", "ultralytics", "perf_analyzer"}
     if unknown:
         print(
             f"bonefrac bench: unknown baseline(s) {sorted(unknown)}; known: in-process, "
@@ -211,6 +212,27 @@ def run_bench(args: argparse.Namespace) -> int:
     finally:
         if fastapi_server is not None:
             fastapi_server.stop()
+    if "perf_analyzer" in baselines:
+        from bonefrac.benchmarks import perf_analyzer
+
+        binary = perf_analyzer.locate() or perf_analyzer.install()
+        for kind, level in levels:
+            if kind != "concurrency":
+                continue  # perf_analyzer's request-rate mode is not wired here
+            row = perf_analyzer.run(
+                binary,
+                url=args.server.split(",")[0],
+                model=args.model,
+                images=payloads,
+                concurrency=level,
+                window_s=args.duration_s,
+            )
+            runs.append(row)
+            print(
+                f"perf_analyzer concurrency {level}: {row['throughput_rps']:.2f} req/s, p50 "
+                f"{row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms",
+                flush=True,
+            )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = "bonefrac " + " ".join(shlex.quote(a) for a in sys.argv[1:])
