@@ -114,6 +114,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _common(f, name="frcnn")
     f.set_defaults(func=run_frcnn)
 
+    q = kinds.add_parser(
+        "int8",
+        help="INT8 YOLO11 for the CPU profile (ONNX Runtime static quantization)",
+        description="Quantize an exported YOLO11 detector to INT8 (QDQ, per-channel weights), "
+        "calibrated on training images through bonefrac's pre-processing, and write "
+        "it as the ensemble NAME_int8 next to the FP32 one.",
+    )
+    q.add_argument("--repository", default="model_repository", metavar="DIR")
+    q.add_argument("--model", default="yolo11", help="the FP32 ensemble (default: %(default)s)")
+    q.add_argument(
+        "--calibration-images",
+        required=True,
+        metavar="DIR",
+        help="training images (never the split you evaluate on)",
+    )
+    q.add_argument("--count", type=int, default=64, help="calibration images used (default: 64)")
+    q.set_defaults(func=run_int8)
+
     r = kinds.add_parser(
         "retarget",
         help="rewrite an exported model for another profile (no torch needed)",
@@ -221,4 +239,23 @@ def run_retarget(args: argparse.Namespace) -> int:
     except BonefracError as exc:
         print(f"bonefrac export: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_int8(args: argparse.Namespace) -> int:
+    from bonefrac.errors import BonefracError
+    from bonefrac.export.quantize import quantize_yolo11
+
+    try:
+        images = collect_images([args.calibration_images])
+        step = max(1, len(images) // max(1, args.count))
+        spec, out = quantize_yolo11(
+            repository=args.repository,
+            model=args.model,
+            calibration_images=images[::step][: args.count],
+        )
+    except (BonefracError, FileNotFoundError) as exc:
+        print(f"bonefrac export: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote INT8 ensemble '{spec.name}' into {out}")
     return 0

@@ -152,11 +152,33 @@ def test_bench_fastapi_and_ultralytics_baselines(triton, repository, data_dir, t
 def test_perf_analyzer_cross_check_runs(triton, data_dir, tmp_path):
     out = tmp_path / "bench"
     result = subprocess.run(
-        [sys.executable, "-m", "bonefrac.cli", "bench", "--server", triton.grpc_url,
-         "--model", "yolo11", "--images", str(data_dir / "valid" / "images"),
-         "--concurrency", "2", "--duration-s", "2", "--warmup-s", "0.5", "--max-windows", "2",
-         "--baseline", "perf_analyzer", "--out", str(out)],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "bonefrac.cli",
+            "bench",
+            "--server",
+            triton.grpc_url,
+            "--model",
+            "yolo11",
+            "--images",
+            str(data_dir / "valid" / "images"),
+            "--concurrency",
+            "2",
+            "--duration-s",
+            "2",
+            "--warmup-s",
+            "0.5",
+            "--max-windows",
+            "2",
+            "--baseline",
+            "perf_analyzer",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     runs = json.loads((out / "runs.json").read_text())["runs"]

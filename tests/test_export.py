@@ -161,3 +161,24 @@ def test_retarget_to_gpu_profiles_without_torch_export(repository, tmp_path):
     )
     assert result.returncode != 0  # refuses here: no trtexec, no GPU
     assert "trtexec not found" in result.stderr or "no NVIDIA GPU" in result.stderr
+
+
+def test_int8_ensemble_next_to_fp32(repository, tmp_path, data_dir, valid_images):
+    import shutil
+
+    from bonefrac.export.quantize import quantize_yolo11
+
+    repo = tmp_path / "repo"
+    for name in ("yolo11", "yolo11_preprocess", "yolo11_detector", "yolo11_postprocess"):
+        shutil.copytree(repository / name, repo / name)
+    calibration = sorted((data_dir / "train" / "images").glob("*.jpg"))[::400][:6]
+    spec, _ = quantize_yolo11(repository=repo, calibration_images=calibration)
+    assert spec.name == "yolo11_int8"
+    fp32 = InProcessPipeline(repo, "yolo11")
+    int8 = InProcessPipeline(repo, "yolo11_int8")
+    assert int8.onnx_path.stat().st_size < fp32.onnx_path.stat().st_size / 2
+    data = valid_images[0].read_bytes()
+    a, b = fp32.detect(data), int8.detect(data)
+    assert a.image_size == b.image_size and int8.class_names == fp32.class_names
+    with pytest.raises(ExportError, match="calibration"):
+        quantize_yolo11(repository=repo, calibration_images=[])

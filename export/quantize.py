@@ -1,0 +1,86 @@
+"""INT8 for the CPU profile: ONNX Runtime static quantization (QDQ, per-channel INT8 weights,
+UINT8 activations), calibrated on training images through bonefrac's own pre-processing.
+
+The quantized detector is served as its own ensemble (``<name>_int8``) next to the FP32 one, so
+both can be measured side by side (``bonefrac bench``, ``bonefrac eval``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bonefrac.export._common import ExportError
+from bonefrac.export.repository import write_repository
+from bonefrac.pipeline import preprocessor, read_repository_model
+from bonefrac.runtime import file_sha256
+from bonefrac.spec import Yolo11Spec
+
+
+class _Calibration:
+    """ONNX Runtime's CalibrationDataReader over pre-processed images."""
+
+    def __init__(self, tensors: list[np.ndarray], input_name: str) -> None:
+        self.items = iter([{input_name: t[None]} for t in tensors])
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def quantize_yolo11(
+    *,
+    repository: str | Path,
+    model: str = "yolo11",
+    calibration_images: Sequence[Path],
+    out: str | Path | None = None,
+    name: str | None = None,
+) -> tuple[Yolo11Spec, Path]:
+    """Quantize a repository's YOLO11 detector to INT8 and write it as ensemble ``name``.
+
+    Args:
+        repository: the repository holding the FP32 ensemble.
+        model: the FP32 ensemble's name.
+        calibration_images: image files (training images: never the split you score on).
+        out: repository to write (default: ``repository``).
+        name: the INT8 ensemble's name (default: ``<model>_int8``).
+
+    Raises:
+        ExportError: not a YOLO11 ensemble, or no calibration images.
+    """
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    found = read_repository_model(repository, model)
+    if not isinstance(found.spec, Yolo11Spec):
+        raise ExportError(f"'{model}' is a {found.spec.family} model; INT8 is done for YOLO11")
+    if not calibration_images:
+        raise ExportError("give calibration images (from the training split)")
+    pre = preprocessor(found.spec)
+    tensors = [pre(Path(p).read_bytes())[0] for p in calibration_images]
+    spec = dataclasses.replace(found.spec, name=name or f"{model}_int8", model_sha256="")
+    with tempfile.TemporaryDirectory(prefix="bonefrac-int8-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(found.onnx_path), str(prepared), skip_symbolic_shape=True)
+        target = Path(tmp) / "model.onnx"
+        quantize_static(
+            str(prepared),
+            str(target),
+            _Calibration(tensors, "images"),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        spec = spec.with_sha256(file_sha256(target))
+        write_repository(spec, target, out or repository, replace=True)
+    return spec, Path(out or repository)
