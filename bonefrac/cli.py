@@ -52,8 +52,9 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_serve)
 
 
-def serve_until_stopped(server, *, extra_lines: tuple[str, ...] = ()) -> int:
-    """Start ``server``, print its addresses, and stop it on SIGINT/SIGTERM."""
+def serve_until_stopped(server, *, on_ready=None, name: str = "serve") -> int:
+    """Start ``server``, print its addresses, run ``on_ready()`` (which may start more, e.g. the
+    UI, and return a closer and lines to print), and stop everything on SIGINT/SIGTERM."""
     from bonefrac.errors import BonefracError
 
     stop = threading.Event()
@@ -62,22 +63,29 @@ def serve_until_stopped(server, *, extra_lines: tuple[str, ...] = ()) -> int:
     try:
         server.start()
     except BonefracError as exc:
-        print(f"bonefrac serve: {exc}", file=sys.stderr)
+        print(f"bonefrac {name}: {exc}", file=sys.stderr)
         return 1
-    print(f"tritonserver ready (pid {server.pid})", flush=True)
-    print(f"  gRPC     {server.grpc_url}", flush=True)
-    print(f"  HTTP     {server.http_url}", flush=True)
-    print(f"  metrics  {server.metrics_url}", flush=True)
-    print(f"  log      {server.log_path}", flush=True)
-    for line in extra_lines:
-        print(line, flush=True)
-    print("Press Ctrl-C to stop.", flush=True)
+    close, lines = None, ()
     try:
+        if on_ready is not None:
+            close, lines = on_ready()
+        print(f"tritonserver ready (pid {server.pid})", flush=True)
+        print(f"  gRPC     {server.grpc_url}", flush=True)
+        print(f"  HTTP     {server.http_url}", flush=True)
+        print(f"  metrics  {server.metrics_url}", flush=True)
+        print(f"  log      {server.log_path}", flush=True)
+        for line in lines:
+            print(line, flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
         while not stop.wait(1.0):
             if server.process is None or server.process.poll() is not None:
-                print("bonefrac serve: tritonserver exited; see the log above", file=sys.stderr)
+                print(
+                    f"bonefrac {name}: tritonserver exited; log: {server.log_path}", file=sys.stderr
+                )
                 return 1
     finally:
+        if close is not None:
+            close()
         print("stopping tritonserver ...", flush=True)
         code = server.stop()
         print(f"tritonserver stopped (exit code {code})", flush=True)

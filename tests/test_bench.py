@@ -11,6 +11,37 @@ import pytest
 pytestmark = pytest.mark.server
 
 
+def _bench(triton, data_dir, out, *extra: str) -> list[dict]:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bonefrac.cli",
+            "bench",
+            "--server",
+            triton.grpc_url,
+            "--model",
+            "yolo11",
+            "--images",
+            str(data_dir / "valid" / "images"),
+            "--duration-s",
+            "2",
+            "--warmup-s",
+            "0.5",
+            "--max-windows",
+            "2",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads((out / "runs.json").read_text())["runs"]
+
+
 def test_bench_smoke(triton, repository, data_dir, tmp_path):
     out = tmp_path / "bench"
     result = subprocess.run(
@@ -107,81 +138,29 @@ def test_bench_fastapi_and_ultralytics_baselines(triton, repository, data_dir, t
 
     weights = tmp_path / "yolo11n.pt"
     YOLO("yolo11n.yaml", task="detect").save(str(weights))  # a config-built checkpoint
-    out = tmp_path / "bench"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bonefrac.cli",
-            "bench",
-            "--server",
-            triton.grpc_url,
-            "--model",
-            "yolo11",
-            "--images",
-            str(data_dir / "valid" / "images"),
-            "--concurrency",
-            "2",
-            "--duration-s",
-            "2",
-            "--warmup-s",
-            "0.5",
-            "--max-windows",
-            "2",
-            "--baseline",
-            "fastapi,ultralytics",
-            "--weights",
-            str(weights),
-            "--imgsz",
-            "640",
-            "--repository",
-            str(repository),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    runs = _bench(
+        triton,
+        data_dir,
+        tmp_path / "bench",
+        "--concurrency",
+        "2",
+        "--baseline",
+        "fastapi,ultralytics",
+        "--weights",
+        str(weights),
+        "--imgsz",
+        "640",
+        "--repository",
+        str(repository),
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    runs = json.loads((out / "runs.json").read_text())["runs"]
     assert [r["target"] for r in runs] == ["triton", "fastapi", "ultralytics"]
     assert all(r["errors"] == 0 and r["throughput_rps"] > 0 for r in runs)
 
 
 def test_perf_analyzer_cross_check_runs(triton, data_dir, tmp_path):
-    out = tmp_path / "bench"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bonefrac.cli",
-            "bench",
-            "--server",
-            triton.grpc_url,
-            "--model",
-            "yolo11",
-            "--images",
-            str(data_dir / "valid" / "images"),
-            "--concurrency",
-            "2",
-            "--duration-s",
-            "2",
-            "--warmup-s",
-            "0.5",
-            "--max-windows",
-            "2",
-            "--baseline",
-            "perf_analyzer",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
+    runs = _bench(
+        triton, data_dir, tmp_path / "bench", "--concurrency", "2", "--baseline", "perf_analyzer"
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    runs = json.loads((out / "runs.json").read_text())["runs"]
     assert [r["target"] for r in runs] == ["triton", "perf_analyzer"]
     pa = runs[1]
     assert pa["throughput_rps"] > 0 and 0 < pa["p50_ms"] <= pa["p99_ms"]

@@ -129,13 +129,27 @@ def test_eval_cli_writes_json_and_plots(triton, small_data, tmp_path):
 def test_model_card_is_generated_from_the_report(repository, small_data, tmp_path):
     from bonefrac.train.model_card import card
 
-    report = evaluate(in_process_model(repository, "yolo11"), data=small_data, protocol="6class",
-                      cache_dir=None, progress=False)
+    report = evaluate(
+        in_process_model(repository, "yolo11"),
+        data=small_data,
+        protocol="6class",
+        cache_dir=None,
+        progress=False,
+    )
     onnx = repository / "yolo11_detector" / "1" / "model.onnx"
-    text = card(title="YOLO11n", model="yolo11", architecture="YOLO11n",
-                training={"config": {"imgsz": 320, "epochs": 30, "batch": 16, "seed": 0},
-                          "epochs_done": 3, "class_names": ["a"]},
-                report=report, artifact=onnx, notes=["small"])
+    text = card(
+        title="YOLO11n",
+        model="yolo11",
+        architecture="YOLO11n",
+        training={
+            "config": {"imgsz": 320, "epochs": 30, "batch": 16, "seed": 0},
+            "epochs_done": 3,
+            "class_names": ["a"],
+        },
+        report=report,
+        artifact=onnx,
+        notes=["small"],
+    )
     assert f"{report['ap50_95']:.4f}" in text and f"{report['ap50']:.4f}" in text
     assert "Research use only" in text and "CC BY 4.0" in text and "3 of 30" in text
     for name in report["per_class_ap"]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 EXAMPLES = Path(__file__).parent / "examples"
@@ -89,10 +88,8 @@ def run_ui(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     import os
-    import signal
-    import threading
 
-    from bonefrac.errors import BonefracError
+    from bonefrac.cli import serve_until_stopped
     from bonefrac.server import TritonServer
     from bonefrac.ui.app import launch
 
@@ -105,32 +102,9 @@ def run_demo(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         metrics_port=args.metrics_port,
     )
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        server.start()
-    except BonefracError as exc:
-        print(f"bonefrac demo: {exc}", file=sys.stderr)
-        return 1
-    try:
+
+    def start_ui():
         demo = launch(_config(args, server.grpc_url), host=args.host, port=args.port, block=False)
-        print(
-            f"tritonserver ready (pid {server.pid}): gRPC {server.grpc_url}, HTTP "
-            f"{server.http_url}, metrics {server.metrics_url}",
-            flush=True,
-        )
-        print(f"demo page: http://{args.host}:{args.port}", flush=True)
-        print("Press Ctrl-C to stop.", flush=True)
-        while not stop.wait(1.0):
-            if server.process is None or server.process.poll() is not None:
-                print(
-                    f"bonefrac demo: tritonserver exited; log: {server.log_path}", file=sys.stderr
-                )
-                return 1
-        demo.close()
-    finally:
-        print("stopping ...", flush=True)
-        server.stop()
-        print("stopped", flush=True)
-    return 0
+        return demo.close, (f"  demo page http://{args.host}:{args.port}",)
+
+    return serve_until_stopped(server, on_ready=start_ui, name="demo")
