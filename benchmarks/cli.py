@@ -125,6 +125,12 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="folder for runs.json, runs.csv, plots and report.md",
     )
+    p.add_argument(
+        "--stability-pct",
+        type=float,
+        default=10.0,
+        help="windows agree when throughput differs by at most this (default: 10)",
+    )
     p.set_defaults(func=run_bench)
 
 
@@ -190,6 +196,7 @@ def run_bench(args: argparse.Namespace) -> int:
                         warmup_s=args.warmup_s,
                         window_s=args.duration_s,
                         max_windows=args.max_windows,
+                        stability=args.stability_pct / 100.0,
                         stats=st,
                         concurrency=level if kind == "concurrency" else None,
                         rate_rps=level if kind == "rate" else None,
@@ -226,6 +233,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 images=payloads,
                 concurrency=level,
                 window_s=args.duration_s,
+                stability_pct=int(args.stability_pct),
             )
             runs.append(row)
             print(

@@ -145,7 +145,7 @@ def run(
             env=env,
             timeout=600,
         )
-        if result.returncode != 0 or not out.is_file():
+        if not out.is_file():  # an unstable run still writes its CSV; no CSV is a failure
             raise RuntimeError(
                 f"perf_analyzer failed ({result.returncode}): "
                 f"{(result.stdout + result.stderr)[-1500:]}"
@@ -165,7 +165,7 @@ def run(
         "p99_ms": ms("p99 latency"),
         "mean_ms": None,
         "windows": None,
-        "stable": "Failed to obtain stable measurement" not in result.stdout,
+        "stable": result.returncode == 0,
         "client_cpu_pct": None,
         "error_samples": [],
         "server": {},
