@@ -16,13 +16,14 @@ YOLO_ONNX := model_repository/yolo11_detector/1/model.onnx
 FRCNN_ONNX := model_repository/frcnn_detector/1/model.onnx
 PYTEST_ARGS ?=
 
-.PHONY: help demo serve test lint model clean chromium
+.PHONY: help demo serve test lint model clean chromium bench
 
 help:
 	@echo "make demo   set up and run the demo (Triton on 127.0.0.1 with the bundled models)"
 	@echo "make test   set up everything (export extras included) and run the test suite"
 	@echo "make model  rebuild the bundled model repository (needs the export extras)"
 	@echo "make lint   ruff over the code"
+	@echo "make bench  the whole benchmark on this machine (run it idle): benchmarks/results/RESULTS.md"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +65,9 @@ endif
 
 test: $(VENV)/.dev chromium
 	GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.dev
+	$(BIN)/python -m bonefrac.benchmarks.suite --images $(DATA)/valid/images --out benchmarks/results
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
