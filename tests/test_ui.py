@@ -178,3 +178,22 @@ def test_page_recovers_when_triton_comes_back(repository, tmp_path_factory):
         browser.close()
         pw.stop()
         demo.close()
+
+
+def test_protocol_relabels_detections():
+    from bonefrac.detections import Detections
+    from bonefrac.spec import DATASET_CLASSES
+    from bonefrac.ui.app import apply_protocol
+
+    det = Detections.from_arrays(
+        xyxy=[[0, 0, 1, 1], [1, 1, 2, 2]],
+        scores=[0.9, 0.5],
+        class_ids=[3, 6],
+        names=DATASET_CLASSES,
+        image_size=(5, 5),
+    )
+    six = apply_protocol(det, "6class")
+    assert six.class_names == ("humerus", "wrist positive") and six.class_ids.tolist() == [3, 5]
+    agnostic = apply_protocol(det, "agnostic")
+    assert agnostic.class_names == ("fracture", "fracture")
+    assert apply_protocol(det, "7class") is det

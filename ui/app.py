@@ -135,6 +135,28 @@ def legend_html(names: Sequence[str]) -> str:
     return f'<div class="bf-legend">{items}</div>'
 
 
+def apply_protocol(det: Detections, protocol: str) -> Detections:
+    """Relabel detections under a class protocol (names only; boxes and scores unchanged)."""
+    if protocol == "7class" or not len(det):
+        return det
+    from bonefrac.dataset import make_protocol
+    from bonefrac.spec import DATASET_CLASSES
+
+    mapping = make_protocol(protocol, DATASET_CLASSES).mapping
+    names = tuple(mapping.get(n, n) for n in det.class_names)
+    ids = [
+        sorted(set(mapping.values())).index(n) if n in mapping.values() else int(c)
+        for n, c in zip(names, det.class_ids)
+    ]
+    return Detections(
+        xyxy=det.xyxy,
+        scores=det.scores,
+        class_ids=ids,
+        class_names=names,
+        image_size=det.image_size,
+    )
+
+
 def verdict(results: dict[str, Detections], *, threshold: float) -> str:
     """One line per model: "fracture suspected" with the top finding, or none found."""
     lines = []
@@ -262,7 +284,7 @@ def build_app(config: UiConfig):
     backend = Backend(config)
     choices = [*config.models, BOTH] if len(config.models) > 1 else list(config.models)
 
-    def run_detection(path, model, conf, iou=None):
+    def run_detection(path, model, conf, iou=None, protocol="7class"):
         try:
             data, image = load_upload(path, config)
         except ValueError as exc:
@@ -286,6 +308,7 @@ def build_app(config: UiConfig):
                 timings.append(_timing_md(m, elapsed, before, backend.server_times_us(m)))
             except Exception:
                 timings.append(f"**{m}**: round trip {elapsed:.0f} ms")
+            det = apply_protocol(det, protocol)
             results[m] = det
             pictures.append(draw_detections(image, det, title=m if len(models) > 1 else ""))
             rows += [
@@ -352,6 +375,13 @@ def build_app(config: UiConfig):
                         elem_id="conf-slider",
                     )
                     iou = gr.Slider(0.05, 1.0, value=0.7, step=0.05, label="NMS IoU threshold")
+                    protocol = gr.Dropdown(
+                        ["7class", "6class", "agnostic"],
+                        value="7class",
+                        label="Class protocol (6class: humerus fracture counted as humerus; "
+                        "agnostic: every finding is 'fracture')",
+                        elem_id="protocol",
+                    )
                     run = gr.Button("Detect fractures", variant="primary", elem_id="detect-btn")
                     if config.examples:
                         gr.Examples(
@@ -375,7 +405,7 @@ def build_app(config: UiConfig):
                     timing = gr.Markdown(elem_id="timing")
             run.click(
                 run_detection,
-                [upload, model, conf, iou],
+                [upload, model, conf, iou, protocol],
                 [annotated, table, verdict_box, timing],
                 api_visibility="private",
                 concurrency_limit=4,
