@@ -98,31 +98,63 @@ def test_kill_under_load_then_clients_recover(repository, tmp_path, valid_images
                 time.sleep(0.5)
 
 
-def test_killed_python_stub_is_restarted(repository, tmp_path, valid_images):
+def _stub_pid(server: TritonServer, model: str) -> int:
+    """The PID of this server's Python stub for ``model`` (never another server's)."""
+    import psutil
+
+    for child in psutil.Process(server.pid).children(recursive=True):
+        try:
+            if any(model in part for part in child.cmdline()):
+                return child.pid
+        except psutil.NoSuchProcess:
+            continue
+    raise AssertionError(f"no stub process for {model} under tritonserver {server.pid}")
+
+
+def test_killed_python_stub(repository, tmp_path, valid_images):
+    """Measure what Triton does when a Python stub dies, and how the model comes back: the
+    stub is not restarted by itself (requests fail with "Stub process ... is not healthy");
+    unloading and loading the model through explicit model control brings it back."""
+    import tritonclient.grpc as grpcclient
+
     repo = _yolo_only(repository, tmp_path)
     data = valid_images[0].read_bytes()
-    with _server(repo) as server:
+    server = _server(repo, model_control="explicit", load_models=["yolo11"])
+    with server:
         client = DetectionClient(server.grpc_url, retry=NO_RETRY, timeout_s=30)
         client.detect(data)
-        stubs = subprocess.run(
-            ["pgrep", "-f", "triton_python_backend_stub.*yolo11_postprocess"],
-            capture_output=True,
-            text=True,
-        ).stdout.split()
-        assert stubs, "no postprocess stub process found"
-        os.kill(int(stubs[0]), signal.SIGKILL)
+        os.kill(_stub_pid(server, "yolo11_postprocess"), signal.SIGKILL)
         killed = time.monotonic()
-        failures = 0
-        while time.monotonic() - killed < 60:
+        failures, recovered_s, message = 0, None, ""
+        while time.monotonic() - killed < 10:
             try:
                 client.detect(data)
+                recovered_s = time.monotonic() - killed
                 break
-            except Exception:
+            except Exception as exc:
                 failures += 1
+                message = str(exc)
                 time.sleep(0.2)
-        recovered_s = time.monotonic() - killed
-        assert recovered_s < 60, "requests did not succeed again within 60 s"
-        print(f"stub killed: {failures} failed requests, recovered after {recovered_s:.1f} s")
+        if recovered_s is None:
+            assert "not healthy" in message or "unavailable" in message.lower(), message
+            start = time.monotonic()
+            raw = grpcclient.InferenceServerClient(server.grpc_url)
+            raw.unload_model("yolo11_postprocess")  # a plain load of an unchanged model is a no-op
+            deadline = time.monotonic() + 60
+            while raw.is_model_ready("yolo11_postprocess") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            raw.load_model("yolo11_postprocess")
+            client.detect(data)
+            recovered_s = time.monotonic() - killed
+            print(
+                f"stub killed: {failures} failed requests in 10 s, no self-recovery; "
+                f"reloading the model took {time.monotonic() - start:.1f} s"
+            )
+        else:
+            print(
+                f"stub killed: {failures} failed requests, recovered by itself after "
+                f"{recovered_s:.1f} s"
+            )
         assert server.is_ready()
 
 
