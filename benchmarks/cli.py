@@ -27,8 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--warmup-s",
         type=float,
-        default=60.0,
-        help="unmeasured load first, while memory pools grow (default: 60)",
+        default=120.0,
+        help="unmeasured load first, while memory pools grow (default: 120)",
     )
     p.add_argument("--concurrency", type=int, default=8, help="clients (default: 8)")
     p.add_argument("--json", metavar="OUT", help="write the result as JSON")

@@ -27,7 +27,7 @@ def test_short_soak(repository, data_dir, tmp_path):
             "--images",
             str(data_dir / "valid" / "images"),
             "--warmup-s",
-            "60",
+            "120",
             "--duration-s",
             "40",
             "--concurrency",
