@@ -16,12 +16,11 @@ YOLO_ONNX := model_repository/yolo11_detector/1/model.onnx
 FRCNN_ONNX := model_repository/frcnn_detector/1/model.onnx
 PYTEST_ARGS ?=
 
-.PHONY: help demo serve test lint model clean chromium bench
+.PHONY: help demo serve test lint clean chromium bench
 
 help:
 	@echo "make demo   set up and run the demo (Triton on 127.0.0.1 with the bundled models)"
 	@echo "make test   set up everything (export extras included) and run the test suite"
-	@echo "make model  rebuild the bundled model repository (needs the export extras)"
 	@echo "make lint   ruff over the code"
 	@echo "make bench  the whole benchmark on this machine (run it idle): benchmarks/results/RESULTS.md"
 
@@ -38,7 +37,8 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[export,dev]' 2>&1 | $(QUIET)
 	touch $@ $(VENV)/.base
 
-# The bundled models (seeded random weights until trained ones replace them).
+# Fallbacks when a bundled model is missing: seeded random weights. The committed YOLO11 was
+# trained (docs/MODELS.md): to retrain, bonefrac train yolo11 ... --export-to model_repository.
 $(YOLO_ONNX):
 	$(MAKE) $(VENV)/.dev
 	$(BIN)/bonefrac export yolo11 --config yolo11n.yaml --data $(DATA)/data.yaml --replace \
@@ -48,10 +48,6 @@ $(FRCNN_ONNX):
 	$(MAKE) $(VENV)/.dev
 	$(BIN)/bonefrac export frcnn --random --data $(DATA)/data.yaml --replace \
 	  --parity-images $(DATA)/valid/images
-
-model:
-	rm -f $(YOLO_ONNX) $(FRCNN_ONNX)
-	$(MAKE) $(YOLO_ONNX) $(FRCNN_ONNX)
 
 demo: $(VENV)/.base $(YOLO_ONNX) $(FRCNN_ONNX)
 	exec $(BIN)/bonefrac demo --repository model_repository --data $(DATA)/data.yaml

@@ -39,7 +39,7 @@ def valid_images(data_dir: Path) -> list[Path]:
 def repository() -> Path:
     onnx = REPOSITORY / "yolo11_detector" / "1" / "model.onnx"
     if not onnx.is_file():
-        pytest.fail(f"{onnx} is missing: run 'make model' (bonefrac export yolo11 ...)")
+        pytest.fail(f"{onnx} is missing: run 'make demo' once (it rebuilds missing models)")
     return REPOSITORY
 
 

@@ -48,7 +48,7 @@ def test_every_profile_parses_with_triton_schema_and_is_wired(spec, profile):
 
 
 def test_committed_repository_is_what_its_spec_generates(repository):
-    for name in ("yolo11", "frcnn"):
+    for name in ("yolo11", "yolo11_int8", "frcnn"):
         found = read_repository_model(repository, name)
         assert found.spec.model_sha256 == file_sha256(found.onnx_path), f"{name}: stale hash"
         for model, config in model_configs(found.spec).items():
