@@ -249,7 +249,7 @@ def evaluate(
     report = {
         "model": {"name": model.name, "sha256": model.content_sha256, "source": model.source},
         "data": {
-            "yaml": str(dataset.yaml_path),
+            "yaml": str(data),
             "split": split,
             "sha256": data_sha,
             "images": len(samples),

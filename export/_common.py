@@ -89,11 +89,20 @@ def add_metadata(onnx_path: Path, spec: DetectorSpec, *, input_note: str) -> Non
     if hasattr(spec, "imgsz"):
         extra["bonefrac_imgsz"] = str(spec.imgsz)
     kept = [p for p in proto.metadata_props if p.key not in extra]
+    for prop in kept:  # e.g. Ultralytics' "trained on /abs/path/data.yaml": keep no local paths
+        prop.value = _scrub_paths(prop.value)
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
     for key, value in extra.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(onnx_path))
+
+
+def _scrub_paths(text: str) -> str:
+    """Replace absolute file paths with their file name."""
+    import re
+
+    return re.sub(r"(?<![\w:])/(?:[\w.\-]+/)+([\w.\-]+)", r"\1", text)
 
 
 def store_weights_fp16(onnx_path: Path, *, min_elements: int = 1024) -> tuple[int, int]:
