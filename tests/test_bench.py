@@ -44,38 +44,17 @@ def _bench(triton, data_dir, out, *extra: str) -> list[dict]:
 
 def test_bench_smoke(triton, repository, data_dir, tmp_path):
     out = tmp_path / "bench"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bonefrac.cli",
-            "bench",
-            "--server",
-            triton.grpc_url,
-            "--model",
-            "yolo11",
-            "--images",
-            str(data_dir / "valid" / "images"),
-            "--concurrency",
-            "1,3",
-            "--duration-s",
-            "2",
-            "--warmup-s",
-            "0.5",
-            "--max-windows",
-            "2",
-            "--baseline",
-            "in-process",
-            "--repository",
-            str(repository),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    _bench(
+        triton,
+        data_dir,
+        out,
+        "--concurrency",
+        "1,3",
+        "--baseline",
+        "in-process",
+        "--repository",
+        str(repository),
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads((out / "runs.json").read_text())
     assert {"command", "date", "machine", "versions", "runs"} <= set(data)
     runs = data["runs"]

@@ -3,3 +3,9 @@ YOLO-format dataset, offline and reproducible, ending in an export through ``bon
 
 Needs the train extras: ``pip install 'bonefrac[train]'``.
 """
+
+from bonefrac.errors import BonefracError
+
+
+class TrainError(BonefracError):
+    """Training could not start or finish."""

@@ -19,11 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bonefrac.errors import BonefracError
-
-
-class TrainError(BonefracError):
-    """Training could not start or finish."""
+from bonefrac.train import TrainError
 
 
 @dataclass(frozen=True)

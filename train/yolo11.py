@@ -9,11 +9,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bonefrac.errors import BonefracError
-
-
-class TrainError(BonefracError):
-    """Training could not start or finish."""
+from bonefrac.train import TrainError
 
 
 @dataclass(frozen=True)
