@@ -22,7 +22,7 @@ help:
 	@echo "make demo   set up and run the demo (Triton on 127.0.0.1 with the bundled models)"
 	@echo "make test   set up everything (export extras included) and run the test suite"
 	@echo "make lint   ruff over the code"
-	@echo "make bench  the whole benchmark on this machine (run it idle): benchmarks/results/RESULTS.md"
+	@echo "make bench  the whole benchmark on this machine (run it idle): benchmarks/RESULTS.md"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,7 +63,7 @@ test: $(VENV)/.dev chromium
 	GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev
-	$(BIN)/python -m bonefrac.benchmarks.suite --images $(DATA)/valid/images --out benchmarks/results
+	$(BIN)/python -m bonefrac.benchmarks.suite --images $(DATA)/valid/images --out benchmarks/results --report benchmarks/RESULTS.md --data $(DATA)/data.yaml
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

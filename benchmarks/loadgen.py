@@ -292,3 +292,95 @@ def ultralytics_target(weights: str, *, imgsz: int = 640, workers: int = 1) -> T
         await asyncio.get_running_loop().run_in_executor(pool, run, payload)
 
     return target
+
+
+def detector_target(
+    url: str, model: str, *, shared_memory: bool = False
+) -> tuple[Target, Callable[[], dict], Callable[[], Awaitable[None]]]:
+    """Preprocessed tensors straight to a detector (``<name>_detector``): payloads are float32
+    arrays ``(N, 3, H, W)``, N the batch of one request. With ``shared_memory`` the input goes
+    through a POSIX shared-memory region registered with the server (client and server on one
+    host), one region per request in flight, reused; the (small) output returns over gRPC.
+
+    Returns the target, a statistics reader (as :func:`triton_target`) and an async closer that
+    unregisters and frees the regions.
+    """
+    import tritonclient.grpc as grpcclient
+    import tritonclient.grpc.aio as grpcaio
+
+    client = grpcaio.InferenceServerClient(url)
+    raw = grpcclient.InferenceServerClient(url)
+    config = raw.get_model_config(model, as_json=True)["config"]
+    input_name = config["input"][0]["name"]
+    output_name = config["output"][0]["name"]
+    free: list[tuple[str, Any, int]] = []  # (region name, handle, byte size)
+    regions: list[tuple[str, Any]] = []
+    tag = f"bonefrac_bench_{os.getpid()}_{id(client):x}"
+
+    async def region(nbytes: int) -> tuple[str, Any, int]:
+        import tritonclient.utils.shared_memory as shm
+
+        for i, r in enumerate(free):
+            if r[2] >= nbytes:
+                return free.pop(i)
+        name = f"{tag}_{len(regions)}"
+        handle = shm.create_shared_memory_region(name, f"/{name}", nbytes)
+        regions.append((name, handle))
+        await client.register_system_shared_memory(name, f"/{name}", nbytes)
+        return name, handle, nbytes
+
+    async def target(payload: np.ndarray) -> None:
+        inp = grpcclient.InferInput(input_name, list(payload.shape), "FP32")
+        out = [grpcclient.InferRequestedOutput(output_name)]
+        if not shared_memory:
+            inp.set_data_from_numpy(payload)
+            await client.infer(model, [inp], outputs=out)
+            return
+        import tritonclient.utils.shared_memory as shm
+
+        r = await region(payload.nbytes)
+        try:
+            shm.set_shared_memory_region(r[1], [payload])
+            inp.set_shared_memory(r[0], payload.nbytes)
+            await client.infer(model, [inp], outputs=out)
+        finally:
+            free.append(r)
+
+    def stats() -> dict[str, tuple[int, int]]:
+        s = raw.get_inference_statistics(model, as_json=True).get("model_stats", [{}])[0]
+        phases = s.get("inference_stats", {})
+        return {
+            f"{model}.{p}": (
+                int(phases.get(p, {}).get("count", 0)),
+                int(phases.get(p, {}).get("ns", 0)),
+            )
+            for p in ("queue", "compute_input", "compute_infer", "compute_output")
+        }
+
+    async def close() -> None:
+        import tritonclient.utils.shared_memory as shm
+
+        for name, handle in regions:
+            try:
+                await client.unregister_system_shared_memory(name)
+            finally:
+                shm.destroy_shared_memory_region(handle)
+        await client.close()
+        raw.close()
+
+    return target, stats, close
+
+
+def detector_payloads(images: Sequence[bytes], spec, *, batch: int = 1) -> list[np.ndarray]:
+    """Each image preprocessed as the server would, stacked ``batch`` at a time (YOLO's square
+    letterbox makes every tensor the same shape; Faster R-CNN takes one image per call)."""
+    from bonefrac.pipeline import preprocessor
+
+    pre = preprocessor(spec)
+    tensors = [pre(data)[0] for data in images]
+    if batch == 1:
+        return [t[None] for t in tensors]
+    return [
+        np.stack([tensors[(i + k) % len(tensors)] for k in range(batch)])
+        for i in range(len(tensors))
+    ]

@@ -142,6 +142,87 @@ def plot(runs: Sequence[dict], folder: Path) -> list[Path]:
     return written
 
 
+def plot_scaling(runs: Sequence[dict], folder: Path) -> list[Path]:
+    """How cost grows: throughput and p50 against image size (per model) and against the
+    batch size of a detector request; and the CPU profile variants side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    sized = [r for r in runs if r.get("image_side")]
+    batched = [r for r in runs if r.get("batch") and r.get("input") == "gRPC"]
+    if sized or batched:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+        ax = axes[0]
+        p50_axis = ax.twinx()
+        p50_axis.set_ylabel("p50 latency (ms, dashed)")
+        for model in dict.fromkeys(r["model"] for r in sized):
+            rows = sorted((r for r in sized if r["model"] == model), key=lambda r: r["image_side"])
+            sides = [r["image_side"] for r in rows]
+            ax.plot(sides, [r["throughput_rps"] for r in rows], "o-", label=f"{model} req/s")
+            p50_axis.plot(sides, [r["p50_ms"] for r in rows], "s--", alpha=0.6)
+        ax.set_xlabel("longer side of the X-ray (px)")
+        ax.set_ylabel("throughput (requests/s, solid)")
+        ax.set_title("Served ensemble vs image size")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+        ax = axes[1]
+        for model in dict.fromkeys(r["model"] for r in batched):
+            rows = sorted(
+                (r for r in batched if r["model"] == model and r["concurrency"] == 1),
+                key=lambda r: r["batch"],
+            )
+            ax.plot(
+                [r["batch"] for r in rows],
+                [r["throughput_rps"] * r["batch"] for r in rows],
+                "o-",
+                label=f"{model} images/s",
+            )
+            for r in rows:
+                ax.annotate(
+                    f"p50 {r['p50_ms']:.0f} ms",
+                    (r["batch"], r["throughput_rps"] * r["batch"]),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                )
+        ax.set_xlabel("images per request (detector, concurrency 1)")
+        ax.set_ylabel("images/s")
+        ax.set_title("Detector vs batch size")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = folder / "scaling.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    tuned = [r for r in runs if r.get("variant")]
+    if tuned:
+        top = max(r["concurrency"] for r in tuned)
+        rows = [r for r in tuned if r["concurrency"] == top]
+        fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5), dpi=120)
+        ax.barh([r["variant"] for r in rows], [r["throughput_rps"] for r in rows])
+        for i, r in enumerate(rows):
+            ax.text(
+                r["throughput_rps"],
+                i,
+                f" {r['throughput_rps']:.1f}/s, p99 {r['p99_ms']:.0f} ms",
+                va="center",
+                fontsize=7,
+            )
+        ax.invert_yaxis()
+        ax.set_xlabel(f"throughput at concurrency {top} (requests/s)")
+        ax.set_title("CPU profile variants (YOLO11 ensemble)")
+        fig.tight_layout()
+        path = folder / "tuning.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def markdown(runs: Sequence[dict], *, command: str) -> str:
     env = environment()
     lines = [

@@ -79,6 +79,166 @@ async def _sweep(
     return runs
 
 
+#: CPU profile variants tried by the tuning sweep (2 cores), each spelled out in full; the one
+#: equal to the shipped :class:`~bonefrac.spec.BatchingSpec` is marked in the report.
+_ONE_X2 = {"detector_instances": 1, "detector_threads": 2}
+_TWO_X1 = {"detector_instances": 2, "detector_threads": 1}
+_BATCH = {"max_batch_size": 8, "preferred_batch_sizes": (2, 4, 8), "max_queue_delay_us": 2000}
+_NO_BATCH = {"max_batch_size": 1, "preferred_batch_sizes": (), "max_queue_delay_us": 0}
+TUNING_VARIANTS: dict[str, dict[str, Any]] = {
+    "1 detector x 2 threads, batch <= 8 within 2 ms": {**_ONE_X2, **_BATCH},
+    "2 detectors x 1 thread, batch <= 8 within 2 ms": {**_TWO_X1, **_BATCH},
+    "1 detector x 1 thread, batch <= 8 within 2 ms": {
+        **_BATCH,
+        "detector_instances": 1,
+        "detector_threads": 1,
+    },
+    "2 detectors x 1 thread, no dynamic batching": {**_TWO_X1, **_NO_BATCH},
+    "2 detectors x 1 thread, batch <= 8 within 10 ms": {
+        **_TWO_X1,
+        **_BATCH,
+        "max_queue_delay_us": 10000,
+    },
+    "1 detector x 2 threads, no dynamic batching": {**_ONE_X2, **_NO_BATCH},
+    "2 detectors x 2 threads, batch <= 8 within 2 ms": {
+        **_BATCH,
+        "detector_instances": 2,
+        "detector_threads": 2,
+    },
+    "2 detectors x 2 threads, no spin-wait, batch <= 8 within 2 ms": {
+        **_BATCH,
+        "detector_instances": 2,
+        "detector_threads": 2,
+        "detector_spin": False,
+    },
+    "1 detector x 2 threads, no spin-wait, batch <= 8 within 2 ms": {
+        **_ONE_X2,
+        **_BATCH,
+        "detector_spin": False,
+    },
+}
+
+
+def shipped_variant(repository: Path, model: str = "yolo11") -> str | None:
+    """The label of the variant that the repository's ensemble is configured with."""
+    from bonefrac.pipeline import read_repository_model
+
+    batching = read_repository_model(repository, model).spec.batching
+
+    def same(value: Any, wanted: Any) -> bool:
+        return tuple(value) == wanted if isinstance(wanted, tuple) else value == wanted
+
+    for label, change in TUNING_VARIANTS.items():
+        if all(same(getattr(batching, k), v) for k, v in change.items()):
+            return label
+    return None
+
+
+def tuning_repository(repository: Path, model: str, out: Path, **batching: Any) -> Path:
+    """A copy of one ensemble (and its steps) with its configs regenerated for other batching
+    and instance settings; the ONNX file is linked, not copied."""
+    import dataclasses
+    import os
+
+    from bonefrac.export.triton_config import model_configs, write_configs
+    from bonefrac.pipeline import latest_version, read_repository_model
+
+    spec = read_repository_model(repository, model).spec
+    spec = dataclasses.replace(spec, batching=dataclasses.replace(spec.batching, **batching))
+    for step in (spec.name, spec.preprocess, spec.detector, spec.postprocess):
+        version = latest_version(repository / step)
+        target = out / step / version.name
+        target.mkdir(parents=True, exist_ok=True)
+        for f in version.iterdir():
+            os.symlink(f.resolve(), target / f.name)
+    write_configs(model_configs(spec), out)
+    return out
+
+
+def run_tuning(args: argparse.Namespace, images: list[bytes], timing: dict) -> list[dict]:
+    """The CPU profile sweep: the served YOLO11 ensemble under each of :data:`TUNING_VARIANTS`,
+    one server at a time, at concurrency 1 and the sweep's highest."""
+    from bonefrac.benchmarks import loadgen
+    from bonefrac.server import TritonServer
+
+    repo = Path(args.repository)
+    levels = sorted({1, max(int(c) for c in args.concurrency.split(","))})
+    runs: list[dict] = []
+    for label, change in TUNING_VARIANTS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            variant = tuning_repository(repo, "yolo11", Path(tmp), **change)
+            print(f"tuning: {label}", flush=True)
+            with TritonServer(
+                variant,
+                grpc_port=0,
+                http_port=0,
+                metrics_port=0,
+                model_control="explicit",
+                load_models=["yolo11"],
+                startup_timeout_s=300,
+            ) as server:
+
+                async def main(url: str = server.grpc_url, label: str = label) -> list[dict]:
+                    target, stats, close = loadgen.triton_target(url, "yolo11")
+                    try:
+                        return await _sweep(
+                            target,
+                            images,
+                            name="triton",
+                            levels=levels,
+                            stats=stats,
+                            extra={"model": "yolo11", "variant": label},
+                            **timing,
+                        )
+                    finally:
+                        await close()
+
+                runs.extend(asyncio.run(main()))
+    return runs
+
+
+async def run_detector_direct(
+    url: str, repo: Path, images: list[bytes], timing: dict
+) -> list[dict]:
+    """Preprocessed tensors straight to the detectors: over gRPC vs through system shared
+    memory, and the batch size of one request (YOLO11: 1 to 8 images; Faster R-CNN's graph takes
+    one image per call)."""
+    from bonefrac.benchmarks import loadgen
+    from bonefrac.pipeline import read_repository_model
+
+    runs: list[dict] = []
+    for model, batches in (("yolo11", (1, 2, 4, 8)), ("frcnn", (1,))):
+        if not (repo / model).is_dir():
+            continue
+        spec = read_repository_model(repo, model).spec
+        for batch in batches:
+            payloads = loadgen.detector_payloads(images[:16], spec, batch=batch)
+            for shm in (False, True) if batch == 1 else (False,):
+                target, stats, close = loadgen.detector_target(
+                    url, spec.detector, shared_memory=shm
+                )
+                print(f"{spec.detector} tensors, batch {batch}, shm {shm}", flush=True)
+                try:
+                    runs.extend(
+                        await _sweep(
+                            target,
+                            payloads,
+                            name="triton-detector",
+                            levels=[1, 4] if batch == 1 else [1],
+                            stats=stats,
+                            extra={
+                                "model": model,
+                                "batch": batch,
+                                "input": "shared memory" if shm else "gRPC",
+                            },
+                            **timing,
+                        )
+                    )
+                finally:
+                    await close()
+    return runs
+
+
 def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     from bonefrac.benchmarks import loadgen, perf_analyzer
     from bonefrac.benchmarks.fastapi_baseline import FastApiServer, http_target
@@ -185,12 +345,14 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
                         )
                     finally:
                         await close()
+            runs.extend(await run_detector_direct(url, repo, images, timing))
 
         fastapi = FastApiServer(str(repo), "yolo11")
         try:
             asyncio.run(main())
         finally:
             fastapi.stop()
+        ap = int8_accuracy(url, models, args.data, limit=args.eval_limit) if args.data else {}
         if not args.no_perf_analyzer:
             binary = perf_analyzer.locate() or perf_analyzer.install()
             print("perf_analyzer", flush=True)
@@ -207,13 +369,46 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
                 row["model"] = "yolo11"
                 runs.append(row)
                 print(f"  perf_analyzer c{c}: {row['throughput_rps']:.2f}/s", flush=True)
-    return {"runs": runs, "models": models}
+    if not args.no_tuning:
+        runs.extend(run_tuning(args, images, timing))
+    return {
+        "runs": runs,
+        "models": models,
+        "ap50": ap,
+        "shipped_variant": shipped_variant(repo),
+    }
+
+
+def int8_accuracy(
+    url: str, models: list[str], data: str, *, limit: int | None = None
+) -> dict[str, float]:
+    """Valid AP50 (6class) of the FP32 and INT8 YOLO11 through the suite's server, with the
+    project's evaluator (cached by model and data content, so a re-run costs nothing)."""
+    from bonefrac.client.evaluate import default_cache_dir, evaluate, served_model
+
+    out = {}
+    for model in ("yolo11", "yolo11_int8"):
+        if model in models:
+            report = evaluate(
+                served_model(url, model),
+                data=data,
+                protocol="6class",
+                cache_dir=default_cache_dir(),
+                progress=False,
+                limit=limit,
+            )
+            out[model] = report["ap50"]
+            print(f"  {model}: valid AP50 {report['ap50']:.4f}", flush=True)
+    return out
+
+
+def _main(r: dict) -> bool:
+    """A row of the main comparison (not a scaling, tuning or detector-direct step)."""
+    return not (r.get("image_side") or r.get("variant") or r.get("batch"))
 
 
 def _best(runs, **match) -> dict | None:
-    rows = [
-        r for r in runs if all(r.get(k) == v for k, v in match.items()) and not r.get("image_side")
-    ]
+    rows = [r for r in runs if all(r.get(k) == v for k, v in match.items()) and _main(r)]
     return max(rows, key=lambda r: r["throughput_rps"]) if rows else None
 
 
@@ -221,14 +416,12 @@ def _at(runs, c, **match) -> dict | None:
     rows = [
         r
         for r in runs
-        if r.get("concurrency") == c
-        and not r.get("image_side")
-        and all(r.get(k) == v for k, v in match.items())
+        if r.get("concurrency") == c and _main(r) and all(r.get(k) == v for k, v in match.items())
     ]
     return rows[0] if rows else None
 
 
-def targets_table(runs: list[dict]) -> list[tuple[str, str, str]]:
+def targets_table(runs: list[dict], ap: dict | None = None) -> list[tuple[str, str, str]]:
     """(target, measured, verdict) for the targets of issue 7."""
     rows = []
     served = _best(runs, target="triton", model="yolo11")
@@ -303,7 +496,43 @@ def targets_table(runs: list[dict]) -> list[tuple[str, str, str]]:
                 "measured",
             )
         )
+    if ap and "yolo11" in ap and "yolo11_int8" in ap:
+        delta = ap["yolo11_int8"] - ap["yolo11"]
+        rows.append(
+            (
+                "INT8 AP50 on valid within 0.01 of FP32",
+                f"{ap['yolo11_int8']:.4f} vs {ap['yolo11']:.4f} ({delta:+.4f})",
+                "met" if abs(delta) <= 0.01 else "not met",
+            )
+        )
     return rows
+
+
+def tuning_table(runs: list[dict], shipped: str | None = None) -> list[str]:
+    """Markdown lines: each CPU profile variant at concurrency 1 and at the highest level."""
+    rows = [r for r in runs if r.get("variant")]
+    if not rows:
+        return []
+    top = max(r["concurrency"] for r in rows)
+    lines = [
+        f"| variant | p50 ms at c1 | throughput/s at c{top} | p99 ms at c{top} | server queue + "
+        f"infer ms (detector) at c{top} |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    best = max((r for r in rows if r["concurrency"] == top), key=lambda r: r["throughput_rps"])
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        one = next((r for r in rows if r["variant"] == variant and r["concurrency"] == 1), {})
+        hi = next((r for r in rows if r["variant"] == variant and r["concurrency"] == top), {})
+        det = hi.get("server", {}).get("yolo11_detector", {})
+        mark = " **(fastest)**" if hi is best else ""
+        mark += " (shipped)" if variant == shipped else ""
+        lines.append(
+            f"| {variant}{mark} | {one.get('p50_ms', float('nan')):.1f} | "
+            f"{hi.get('throughput_rps', float('nan')):.2f} | "
+            f"{hi.get('p99_ms', float('nan')):.0f} | "
+            f"{det.get('queue_ms', 0):.1f} + {det.get('compute_infer_ms', 0):.1f} |"
+        )
+    return lines
 
 
 def write_results(
@@ -313,14 +542,26 @@ def write_results(
     command: str,
     started: str,
     elapsed_s: float,
-    ap: dict[str, float] | None = None,
+    report_path: Path | None = None,
 ) -> Path:
+    """``RESULTS.md`` (at ``report_path``, default ``out/RESULTS.md``) with JSON, CSV and plots
+    in ``out``."""
+    import os
+
     from bonefrac.benchmarks import report
 
     env = report.environment()
     runs = result["runs"]
+    ap = result.get("ap50") or {}
+    path = report_path or out / "RESULTS.md"
+    rel = os.path.relpath(out, path.parent)
     lines = [
         "# Benchmark results",
+        "",
+        "Measured by `make bench` in one run on one machine; every ratio below compares numbers "
+        "measured side by side in that run, on the same images: the valid split of the bone "
+        "fracture X-ray dataset (Roboflow Universe, veda/bone-fracture-detection-daoon v4, "
+        "CC BY 4.0).",
         "",
         f"- command: `{command}`",
         f"- date: {started} (took {elapsed_s / 60:.1f} min)",
@@ -328,43 +569,91 @@ def write_results(
         f"{env['machine']['platform']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
         "- method: closed-loop clients (asyncio gRPC), warm-up, then measurement windows until "
-        "two agree within 10 % on throughput; medians and percentiles over the measured "
-        "requests; every comparison in one run on the same images.",
+        "two agree within 10 % on throughput; percentiles over the measured requests; the "
+        "server's own breakdown from Triton's statistics API; the client's CPU use per step.",
         "",
         "## Targets",
         "",
         "| target | measured | verdict |",
         "| --- | --- | --- |",
     ]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in targets_table(runs)]
-    if ap:
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in targets_table(runs, ap)]
+    tuning = tuning_table(runs, result.get("shipped_variant"))
+    if tuning:
         lines += [
             "",
-            "INT8 accuracy (bonefrac eval, valid, 6class): "
-            + ", ".join(f"{k} AP50 {v:.4f}" for k, v in ap.items()),
+            "## CPU profile tuning (YOLO11 ensemble, one server per variant)",
+            "",
+            *tuning,
         ]
+    direct = [r for r in runs if r["target"] == "triton-detector"]
+    if direct:
+        lines += [
+            "",
+            "## Preprocessed tensors straight to the detector",
+            "",
+            "| model | input | batch | concurrency | requests/s | images/s | p50 ms | p99 ms |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in direct:
+            lines.append(
+                f"| {r['model']} | {r['input']} | {r['batch']} | {r['concurrency']} | "
+                f"{r['throughput_rps']:.2f} | {r['throughput_rps'] * r['batch']:.2f} | "
+                f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+            )
+        lines += [
+            "",
+            "Faster R-CNN's exported graph takes one image per call (its output has a different "
+            "number of boxes per image), so it has no batch-size axis.",
+        ]
+    sized = [r for r in runs if r.get("image_side")]
+    if sized:
+        lines += [
+            "",
+            "## Cost against image size (X-rays resized to the longer side, JPEG)",
+            "",
+            "| model | longer side px | concurrency | throughput/s | p50 ms | p99 ms | "
+            "preprocess ms (server) |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in sized:
+            pre = r.get("server", {}).get(f"{r['model']}_preprocess", {})
+            lines.append(
+                f"| {r['model']} | {r['image_side']} | {r['concurrency']} | "
+                f"{r['throughput_rps']:.2f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                f"{pre.get('compute_infer_ms', 0):.1f} |"
+            )
     lines += [
         "",
         "## All steps",
         "",
-        "| target | model | image side | concurrency | throughput/s | p50 ms | p90 ms | "
-        "p99 ms | errors | client CPU % |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| target | model | variant / input | image side | batch | concurrency | throughput/s | "
+        "p50 ms | p90 ms | p99 ms | errors | client CPU % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in runs:
         lines.append(
-            f"| {r['target']} | {r.get('model', '')} | {r.get('image_side') or 'as stored'} | "
+            f"| {r['target']} | {r.get('model', '')} | {r.get('variant') or r.get('input') or ''} "
+            f"| {r.get('image_side') or 'as stored'} | {r.get('batch') or 1} | "
             f"{r['concurrency']} | {r['throughput_rps']:.2f} | {r['p50_ms']:.1f} | "
             f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | "
             f"{r['client_cpu_pct'] if r['client_cpu_pct'] is not None else ''} |"
         )
-    lines += ["", "Plots: `throughput_vs_p99.png`, `server_breakdown.png` next to this file."]
-    path = out / "RESULTS.md"
+    plots = report.plot([r for r in runs if _main(r)], out)
+    plots += report.plot_scaling(runs, out)
+    lines += ["", "Plots (next to the JSON and CSV of every step):", ""]
+    lines += [f"![{p.stem}]({rel}/{p.name})" for p in plots]
     path.write_text("\n".join(lines) + "\n")
     report.write_json(runs, out / "runs.json", command=command)
     report.write_csv(runs, out / "runs.csv")
-    report.plot(runs, out)
     return path
+
+
+def _relative(arg: str) -> str:
+    """An absolute path as seen from the working directory (no machine's paths in reports)."""
+    import os
+
+    return os.path.relpath(arg) if os.path.isabs(arg) and os.path.exists(arg) else arg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,7 +683,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--imgsz", type=int, default=None, help="defaults to the served spec's")
     p.add_argument("--no-perf-analyzer", action="store_true")
-    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--no-tuning", action="store_true", help="skip the CPU profile sweep")
+    p.add_argument("--out", default="benchmarks/results", help="JSON, CSV and plots")
+    p.add_argument("--report", help="where RESULTS.md goes (default: OUT/RESULTS.md)")
+    p.add_argument("--data", help="data.yaml: score FP32 vs INT8 AP50 on valid (bonefrac eval)")
+    p.add_argument("--eval-limit", type=int, help="score only the first N valid images (smoke)")
     args = p.parse_args(argv)
     from bonefrac.pipeline import read_repository_model
 
@@ -417,13 +710,18 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     result = run_suite(args)
     command = "python -m bonefrac.benchmarks.suite " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+        shlex.quote(_relative(a)) for a in (argv if argv is not None else sys.argv[1:])
     )
     path = write_results(
-        result, out, command=command, started=started, elapsed_s=time.monotonic() - t0
+        result,
+        out,
+        command=command,
+        started=started,
+        elapsed_s=time.monotonic() - t0,
+        report_path=Path(args.report) if args.report else None,
     )
     print(f"wrote {path}")
-    print(json.dumps(targets_table(result["runs"]), indent=1))
+    print(json.dumps(targets_table(result["runs"], result.get("ap50")), indent=1))
     return 0
 
 

@@ -26,12 +26,16 @@ class OnnxDetector:
     Args:
         path: the ``.onnx`` file.
         threads: intra-op threads; 0 lets ONNX Runtime choose (one per core).
+        spin: let idle intra-op threads spin-wait for work (ONNX Runtime's default: lowest
+            latency for one session alone; off, several sessions share the cores better).
 
     Raises:
         ModelRepositoryError: if the file is missing or ONNX Runtime cannot load it.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, threads: int = 0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, threads: int = 0, spin: bool = True
+    ) -> None:
         import onnxruntime as ort
 
         path = Path(path)
@@ -42,6 +46,7 @@ class OnnxDetector:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self.session = ort.InferenceSession(

@@ -32,8 +32,13 @@ class BatchingSpec:
         * ``preferred_batch_sizes=(2, 4, 8)``: form a batch as soon as a useful size is queued.
         * ``max_queue_delay_us=2000``: wait at most 2 ms for a batch to fill (a CPU inference
           takes about 30 ms, so this costs little at low load and batches well at high load).
-        * ``detector_instances=1`` with ``detector_threads=2``: one session using both cores
-          beats two sessions fighting over them.
+        * ``detector_instances=2`` with ``detector_threads=2`` and ``detector_spin=False``:
+          measured by the tuning sweep of ``make bench`` (YOLO11 320 px, idle 2-core machine,
+          2026-11-24): 70.6 requests/s at concurrency 4 and p50 20.0 ms at concurrency 1, vs
+          50-64/s and 18 ms for one spinning 2-thread session (whose spinning threads starve the
+          Python pre/post-processing: p99 up to 567 ms) and 74/s but 26 ms for two 1-thread
+          sessions. Two sessions keep both cores busy under load; two threads each keep a lone
+          request fast; no spin-wait lets them share the cores.
         * ``preprocess_instances=2``: decoding runs in parallel with inference.
         * ``gpu_instances=2``: on a GPU, two instances overlap copies with compute.
         * ``max_queue_size=64``: a bounded queue in front of every model. Past it Triton rejects
@@ -45,8 +50,9 @@ class BatchingSpec:
     max_batch_size: int = 8
     preferred_batch_sizes: tuple[int, ...] = (2, 4, 8)
     max_queue_delay_us: int = 2000
-    detector_instances: int = 1
+    detector_instances: int = 2
     detector_threads: int = 2
+    detector_spin: bool = False
     preprocess_instances: int = 2
     postprocess_instances: int = 1
     gpu_instances: int = 2

@@ -111,7 +111,14 @@ def _detector(spec: DetectorSpec, profile: str) -> mc.ModelConfig:
         det = _python_model(
             spec.detector, max_batch_size=b.max_batch_size, instances=b.detector_instances
         )
-        _params(det, {"onnx_file": spec.onnx_file, "intra_op_threads": str(b.detector_threads)})
+        _params(
+            det,
+            {
+                "onnx_file": spec.onnx_file,
+                "intra_op_threads": str(b.detector_threads),
+                "allow_spinning": "1" if b.detector_spin else "0",
+            },
+        )
     else:
         det = mc.ModelConfig(name=spec.detector, max_batch_size=b.max_batch_size)
         det.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=b.gpu_instances)

@@ -31,6 +31,10 @@ def test_suite_quick(repository, data_dir, tmp_path):
             "100",
             "--out",
             str(out),
+            "--data",
+            str(data_dir / "data.yaml"),
+            "--eval-limit",
+            "24",
         ]
     )
     assert code == 0
@@ -41,7 +45,22 @@ def test_suite_quick(repository, data_dir, tmp_path):
         "Ultralytics",
         "FastAPI",
         "perf_analyzer agree",
-        "| triton | frcnn | 512 |",
+        "| triton | frcnn |  | 512 |",
+        "## CPU profile tuning",
+        "2 detectors x 1 thread, no dynamic batching",
+        "**(fastest)**",
+        "(shipped)",
+        "## Preprocessed tensors straight to the detector",
+        "| yolo11 | shared memory | 1 | 4 |",
+        "| yolo11 | gRPC | 8 | 1 |",
+        "| frcnn | shared memory | 1 | 1 |",
+        "INT8 AP50 on valid within 0.01 of FP32",
     ):
         assert needle in text, needle
-    assert (out / "throughput_vs_p99.png").is_file()
+    for plot in ("throughput_vs_p99", "server_breakdown", "scaling", "tuning"):
+        assert (out / f"{plot}.png").is_file(), plot
+        assert f"{plot}.png)" in text, plot  # linked from the report
+    rows = __import__("json").loads((out / "runs.json").read_text())["runs"]
+    assert all(r["errors"] == 0 for r in rows), [r for r in rows if r["errors"]]
+    # shared-memory regions of the detector steps were unregistered and freed
+    assert not [p for p in __import__("os").listdir("/dev/shm") if "bonefrac_bench" in p]

@@ -37,6 +37,13 @@ class FrcnnTrainConfig:
         threads: torch CPU threads.
         limit: use only the first N training images (smoke runs).
         val_limit: score only the first N valid images each epoch (None: all).
+        negatives: fraction of the images without any fracture drawn afresh each epoch (all
+            images with a label are always used); half of this dataset's train images are
+            negatives, so 0.2 cuts an epoch by 40 % and keeps hard negatives in view.
+        roi_batch: region proposals sampled per image for the box head's loss (torchvision's
+            default 512; 64 halves a CPU step and suits the one or two fractures an image has).
+        rpn_proposals: proposals kept per image after the RPN's NMS while training (default
+            2000 in torchvision; inference keeps torchvision's 1000).
         pretrained_backbone: start from torchvision's ImageNet backbone weights (needs them in
             the torch cache; nothing is downloaded offline).
         project, name: the run folder ``project/name``.
@@ -54,6 +61,9 @@ class FrcnnTrainConfig:
     threads: int = 2
     limit: int | None = None
     val_limit: int | None = None
+    negatives: float = 1.0
+    roi_batch: int = 512
+    rpn_proposals: int = 2000
     pretrained_backbone: bool = False
     project: str = "runs/train"
     name: str = "frcnn"
@@ -185,19 +195,33 @@ def train_frcnn(config: FrcnnTrainConfig, *, resume: bool = False, progress: boo
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
 
+    model.roi_heads.fg_bg_sampler.batch_size_per_image = config.roi_batch
+    model.rpn._post_nms_top_n["training"] = config.rpn_proposals
+    model.rpn._pre_nms_top_n["training"] = max(config.rpn_proposals, 1000)
+    if not 0.0 <= config.negatives <= 1.0:
+        raise TrainError(f"--negatives must lie in [0, 1], got {config.negatives}")
+
     train_samples = list(dataset.samples("train"))[: config.limit]
     valid_samples = list(dataset.samples("valid"))[: config.val_limit]
-    loader = torch.utils.data.DataLoader(
-        _Samples(
-            train_samples, class_map, max_side=spec.max_input_side, train=True, seed=config.seed
-        ),
-        batch_size=config.batch,
-        shuffle=True,
-        collate_fn=_collate,
-        num_workers=0,
-        generator=torch.Generator().manual_seed(config.seed),
+    train_data = _Samples(
+        train_samples, class_map, max_side=spec.max_input_side, train=True, seed=config.seed
     )
-    steps = max(1, len(loader)) * config.epochs
+    positives = [i for i, s in enumerate(train_samples) if len(s.class_ids)]
+    negatives = [i for i, s in enumerate(train_samples) if not len(s.class_ids)]
+    n_negatives = round(config.negatives * len(negatives))
+    per_epoch = len(positives) + n_negatives
+
+    def epoch_loader(epoch: int):
+        """All positives and a fresh draw of negatives, shuffled; the same for a given seed and
+        epoch, so a resumed run sees what the uninterrupted one would have seen."""
+        rng = random.Random(config.seed * 1_000_003 + epoch)
+        order = positives + rng.sample(negatives, n_negatives)
+        rng.shuffle(order)
+        return torch.utils.data.DataLoader(
+            train_data, batch_size=config.batch, sampler=order, collate_fn=_collate, num_workers=0
+        )
+
+    steps = max(1, math.ceil(per_epoch / config.batch)) * config.epochs
     warmup = min(200, steps // 5)
 
     def lr_at(step: int) -> float:
@@ -210,6 +234,16 @@ def train_frcnn(config: FrcnnTrainConfig, *, resume: bool = False, progress: boo
         if not last.is_file():
             raise TrainError(f"nothing to resume: {last} does not exist")
         state = torch.load(last, map_location="cpu", weights_only=True)
+        saved = {**asdict(FrcnnTrainConfig(data=config.data)), **state["config"]}
+        differ = [
+            f"--{k.replace('_', '-')} {saved[k]} (now {v})"
+            for k, v in asdict(config).items()
+            if k not in ("data", "project", "name", "val_limit", "epochs") and saved.get(k) != v
+        ]
+        if differ:
+            raise TrainError(
+                "resume with the options the run was started with: " + ", ".join(differ)
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best_ap50, step = state["epoch"] + 1, state["best_ap50"], state["step"]
@@ -244,7 +278,9 @@ def train_frcnn(config: FrcnnTrainConfig, *, resume: bool = False, progress: boo
         model.train()
         sums: dict[str, float] = {}
         batches = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        bar = tqdm(
+            epoch_loader(epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress
+        )
         for images, targets in bar:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)

@@ -25,7 +25,11 @@ class TritonPythonModel:
             args["model_version"],
             required_parameter(params, "onnx_file", model=self.name),
         )
-        self.detector = OnnxDetector(path, threads=int(params.get("intra_op_threads", "0") or 0))
+        self.detector = OnnxDetector(
+            path,
+            threads=int(params.get("intra_op_threads", "0") or 0),
+            spin=params.get("allow_spinning", "1") != "0",
+        )
         self.input_name = config["input"][0]["name"]
         self.output_name = config["output"][0]["name"]
 
