@@ -99,6 +99,20 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default="yolo11", help="ensemble (default: %(default)s)")
     p.add_argument("--images", required=True, metavar="DIR", help="X-rays to send")
+    p.add_argument(
+        "--input",
+        choices=("encoded", "tensors", "shm"),
+        default="encoded",
+        help="encoded: the image files' bytes to the ensemble; tensors: preprocessed float32 "
+        "tensors straight to MODEL_detector over gRPC; shm: the same through system shared "
+        "memory (client on the server's host) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="images per request with --input tensors/shm (YOLO11 up to its max batch size)",
+    )
     p.add_argument("--concurrency", default="1,2,4,8", help="sweep (default: %(default)s)")
     p.add_argument("--rate", metavar="R[,R]", help="open-loop request rates instead of a sweep")
     p.add_argument("--poisson", action="store_true", help="Poisson arrivals with --rate")
@@ -169,10 +183,24 @@ def run_bench(args: argparse.Namespace) -> int:
 
         fastapi_server = FastApiServer(args.repository, args.model)
 
+    if args.input != "encoded":
+        if baselines:
+            print("bonefrac bench: baselines take encoded images (drop --input)", file=sys.stderr)
+            return 2
+        from bonefrac.pipeline import read_repository_model
+
+        spec = read_repository_model(args.repository, args.model).spec
+        payloads = loadgen.detector_payloads(payloads, spec, batch=args.batch)
+
     async def main() -> list[dict]:
         runs = []
-        target, stats, close = loadgen.triton_target(args.server, args.model)
-        targets = [("triton", target, stats)]
+        if args.input == "encoded":
+            target, stats, close = loadgen.triton_target(args.server, args.model)
+        else:
+            target, stats, close = loadgen.detector_target(
+                args.server.split(",")[0], spec.detector, shared_memory=args.input == "shm"
+            )
+        targets = [("triton" if args.input == "encoded" else "triton-detector", target, stats)]
         closers = [close]
         if "in-process" in baselines:
             ceiling = loadgen.in_process_target(args.repository, args.model, workers=1)
@@ -202,7 +230,7 @@ def run_bench(args: argparse.Namespace) -> int:
                         rate_rps=level if kind == "rate" else None,
                         poisson=args.poisson,
                     )
-                    runs.append(step.to_dict())
+                    runs.append({**step.to_dict(), "input": args.input, "batch": args.batch})
                     print(
                         f"{name} {kind} {level}: {step.throughput_rps:.2f} req/s, p50 "
                         f"{step.p50_ms:.1f} ms, p99 {step.p99_ms:.1f} ms, errors {step.errors}, "

@@ -12,6 +12,7 @@ import base64
 import csv
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -115,7 +116,7 @@ def run(
         RuntimeError: with perf_analyzer's output when it fails.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        data = input_data(images[:16], Path(tmp) / "data.json")
+        data = input_data(images, Path(tmp) / "data.json")
         out = Path(tmp) / "out.csv"
         env = {
             **os.environ,
@@ -145,12 +146,38 @@ def run(
             env=env,
             timeout=600,
         )
-        if not out.is_file():  # an unstable run still writes its CSV; no CSV is a failure
-            raise RuntimeError(
-                f"perf_analyzer failed ({result.returncode}): "
-                f"{(result.stdout + result.stderr)[-1500:]}"
-            )
+        if not out.is_file():
+            # Exit 2 is perf_analyzer's "no stable measurement": it then writes no CSV, but its
+            # output still holds every trial; the last one is reported, marked unstable.
+            unstable = _last_pass(result.stdout) if result.returncode == 2 else None
+            if unstable is None:
+                raise RuntimeError(
+                    f"perf_analyzer failed ({result.returncode}): "
+                    f"{(result.stdout + result.stderr)[-3000:]}"
+                )
+            return {**_row(concurrency, unstable), "stable": False}
         row = next(csv.DictReader(out.open()))
+    return {**_row(concurrency, row), "stable": result.returncode == 0}
+
+
+_PASS = re.compile(r"Pass \[\d+\] throughput: ([\d.]+) infer/sec\. (p\d+|Avg) latency: (\d+) usec")
+
+
+def _last_pass(stdout: str) -> dict[str, str] | None:
+    """The last trial of an unstable run, as CSV-like fields: its throughput and the one latency
+    statistic perf_analyzer prints per trial (p95 by default); the others are unknown."""
+    found = _PASS.findall(stdout)
+    if not found:
+        return None
+    rate, stat, usec = found[-1]
+    row = {"Inferences/Second": rate}
+    row.update({f"p{q} latency": "nan" for q in (50, 90, 95, 99)})
+    if stat.startswith("p") and f"{stat} latency" in row:
+        row[f"{stat} latency"] = usec
+    return row
+
+
+def _row(concurrency: int, row: dict[str, str]) -> dict[str, Any]:
     ms = lambda key: round(float(row[key]) / 1000.0, 3)  # noqa: E731 - microseconds to ms
     return {
         "target": "perf_analyzer",
@@ -165,7 +192,6 @@ def run(
         "p99_ms": ms("p99 latency"),
         "mean_ms": None,
         "windows": None,
-        "stable": result.returncode == 0,
         "client_cpu_pct": None,
         "error_samples": [],
         "server": {},

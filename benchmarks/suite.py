@@ -81,41 +81,32 @@ async def _sweep(
 
 #: CPU profile variants tried by the tuning sweep (2 cores), each spelled out in full; the one
 #: equal to the shipped :class:`~bonefrac.spec.BatchingSpec` is marked in the report.
-_ONE_X2 = {"detector_instances": 1, "detector_threads": 2}
-_TWO_X1 = {"detector_instances": 2, "detector_threads": 1}
 _BATCH = {"max_batch_size": 8, "preferred_batch_sizes": (2, 4, 8), "max_queue_delay_us": 2000}
 _NO_BATCH = {"max_batch_size": 1, "preferred_batch_sizes": (), "max_queue_delay_us": 0}
+
+
+def _variant(instances: int, threads: int, spin: bool, **batching: Any) -> dict[str, Any]:
+    return {
+        "detector_instances": instances,
+        "detector_threads": threads,
+        "detector_spin": spin,
+        **_BATCH,
+        **batching,
+    }
+
+
 TUNING_VARIANTS: dict[str, dict[str, Any]] = {
-    "1 detector x 2 threads, batch <= 8 within 2 ms": {**_ONE_X2, **_BATCH},
-    "2 detectors x 1 thread, batch <= 8 within 2 ms": {**_TWO_X1, **_BATCH},
-    "1 detector x 1 thread, batch <= 8 within 2 ms": {
-        **_BATCH,
-        "detector_instances": 1,
-        "detector_threads": 1,
-    },
-    "2 detectors x 1 thread, no dynamic batching": {**_TWO_X1, **_NO_BATCH},
-    "2 detectors x 1 thread, batch <= 8 within 10 ms": {
-        **_TWO_X1,
-        **_BATCH,
-        "max_queue_delay_us": 10000,
-    },
-    "1 detector x 2 threads, no dynamic batching": {**_ONE_X2, **_NO_BATCH},
-    "2 detectors x 2 threads, batch <= 8 within 2 ms": {
-        **_BATCH,
-        "detector_instances": 2,
-        "detector_threads": 2,
-    },
-    "2 detectors x 2 threads, no spin-wait, batch <= 8 within 2 ms": {
-        **_BATCH,
-        "detector_instances": 2,
-        "detector_threads": 2,
-        "detector_spin": False,
-    },
-    "1 detector x 2 threads, no spin-wait, batch <= 8 within 2 ms": {
-        **_ONE_X2,
-        **_BATCH,
-        "detector_spin": False,
-    },
+    "1 detector x 2 threads, spin-wait, batch <= 8 within 2 ms": _variant(1, 2, True),
+    "1 detector x 2 threads, spin-wait, no dynamic batching": _variant(1, 2, True, **_NO_BATCH),
+    "2 detectors x 1 thread, batch <= 8 within 2 ms": _variant(2, 1, False),
+    "2 detectors x 1 thread, no dynamic batching": _variant(2, 1, False, **_NO_BATCH),
+    "2 detectors x 2 threads, spin-wait, batch <= 8 within 2 ms": _variant(2, 2, True),
+    "2 detectors x 2 threads, batch <= 8 within 2 ms": _variant(2, 2, False),
+    "2 detectors x 2 threads, batch <= 8, no delay": _variant(2, 2, False, max_queue_delay_us=0),
+    "2 detectors x 2 threads, batch <= 4, no delay": _variant(
+        2, 2, False, max_batch_size=4, preferred_batch_sizes=(2, 4), max_queue_delay_us=0
+    ),
+    "2 detectors x 2 threads, no dynamic batching": _variant(2, 2, False, **_NO_BATCH),
 }
 
 
@@ -162,7 +153,8 @@ def run_tuning(args: argparse.Namespace, images: list[bytes], timing: dict) -> l
     from bonefrac.server import TritonServer
 
     repo = Path(args.repository)
-    levels = sorted({1, max(int(c) for c in args.concurrency.split(","))})
+    sweep = [int(c) for c in args.concurrency.split(",")]
+    levels = sorted({1, max(sweep)} | ({4} & set(sweep)))
     runs: list[dict] = []
     for label, change in TUNING_VARIANTS.items():
         with tempfile.TemporaryDirectory() as tmp:
@@ -207,11 +199,12 @@ async def run_detector_direct(
     from bonefrac.pipeline import read_repository_model
 
     runs: list[dict] = []
-    for model, batches in (("yolo11", (1, 2, 4, 8)), ("frcnn", (1,))):
+    for model in ("yolo11", "frcnn"):
         if not (repo / model).is_dir():
             continue
         spec = read_repository_model(repo, model).spec
-        for batch in batches:
+        top = spec.batching.max_batch_size if model == "yolo11" else 1
+        for batch in [b for b in (1, 2, 4, 8) if b <= top]:
             payloads = loadgen.detector_payloads(images[:16], spec, batch=batch)
             for shm in (False, True) if batch == 1 else (False,):
                 target, stats, close = loadgen.detector_target(
@@ -224,7 +217,7 @@ async def run_detector_direct(
                             target,
                             payloads,
                             name="triton-detector",
-                            levels=[1, 4] if batch == 1 else [1],
+                            levels=[1, 4] if batch == 1 and model == "yolo11" else [1],
                             stats=stats,
                             extra={
                                 "model": model,
@@ -269,11 +262,41 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     with server:
         url = server.grpc_url
 
+        def cross_check() -> None:
+            """perf_analyzer on the same server, model, images and levels, right after our
+            own sweep of yolo11, so both see the server in the same state."""
+            binary = perf_analyzer.locate() or perf_analyzer.install()
+            print("perf_analyzer", flush=True)
+            for c in levels:
+                row = perf_analyzer.run(
+                    binary,
+                    url=url,
+                    model="yolo11",
+                    images=images,
+                    concurrency=c,
+                    window_s=args.window_s,
+                    stability_pct=int(args.stability_pct),
+                )
+                row["model"] = "yolo11"
+                runs.append(row)
+                print(f"  perf_analyzer c{c}: {row['throughput_rps']:.2f}/s", flush=True)
+
         async def main() -> None:
             for model in models:
                 target, stats, close = loadgen.triton_target(url, model)
                 print(f"{model} over gRPC", flush=True)
                 try:
+                    # Unmeasured load first: the Python backend's shared-memory pools grow over
+                    # the first few hundred requests (docs/RELIABILITY.md).
+                    await loadgen.run_step(
+                        target,
+                        images,
+                        name="warm-up",
+                        concurrency=4,
+                        warmup_s=args.warmup_s * 4,
+                        window_s=1.0,
+                        max_windows=1,
+                    )
                     sweep = levels if model != "frcnn" else [c for c in levels if c <= 4]
                     runs.extend(
                         await _sweep(
@@ -288,6 +311,8 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 finally:
                     await close()
+                if model == "yolo11" and not args.no_perf_analyzer:
+                    cross_check()
             print("in-process ceiling", flush=True)
             runs.extend(
                 await _sweep(
@@ -353,22 +378,6 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             fastapi.stop()
         ap = int8_accuracy(url, models, args.data, limit=args.eval_limit) if args.data else {}
-        if not args.no_perf_analyzer:
-            binary = perf_analyzer.locate() or perf_analyzer.install()
-            print("perf_analyzer", flush=True)
-            for c in levels:
-                row = perf_analyzer.run(
-                    binary,
-                    url=url,
-                    model="yolo11",
-                    images=images,
-                    concurrency=c,
-                    window_s=args.window_s,
-                    stability_pct=int(args.stability_pct),
-                )
-                row["model"] = "yolo11"
-                runs.append(row)
-                print(f"  perf_analyzer c{c}: {row['throughput_rps']:.2f}/s", flush=True)
     if not args.no_tuning:
         runs.extend(run_tuning(args, images, timing))
     return {
@@ -667,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[512, 1024, 2048],
         help="image sides for the scaling steps",
     )
-    p.add_argument("--window-s", type=float, default=8.0)
+    p.add_argument("--window-s", type=float, default=5.0, help="one measurement window")
     p.add_argument("--warmup-s", type=float, default=3.0)
     p.add_argument("--max-windows", type=int, default=4)
     p.add_argument(

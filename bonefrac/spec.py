@@ -26,19 +26,18 @@ DATASET_CLASSES: tuple[str, ...] = (
 class BatchingSpec:
     """Dynamic batching and instances.
 
-    Defaults, and why (CPU profile, 2 cores):
-        * ``max_batch_size=8``: the most images one ONNX Runtime call takes; larger batches do
-          not raise CPU throughput, they only add latency.
-        * ``preferred_batch_sizes=(2, 4, 8)``: form a batch as soon as a useful size is queued.
-        * ``max_queue_delay_us=2000``: wait at most 2 ms for a batch to fill (a CPU inference
-          takes about 30 ms, so this costs little at low load and batches well at high load).
-        * ``detector_instances=2`` with ``detector_threads=2`` and ``detector_spin=False``:
-          measured by the tuning sweep of ``make bench`` (YOLO11 320 px, idle 2-core machine,
-          2026-11-24): 70.6 requests/s at concurrency 4 and p50 20.0 ms at concurrency 1, vs
-          50-64/s and 18 ms for one spinning 2-thread session (whose spinning threads starve the
-          Python pre/post-processing: p99 up to 567 ms) and 74/s but 26 ms for two 1-thread
-          sessions. Two sessions keep both cores busy under load; two threads each keep a lone
-          request fast; no spin-wait lets them share the cores.
+    Defaults, and why (CPU profile, 2 cores), measured by the tuning sweep of ``make bench``
+    (YOLO11 320 px, idle 2-core machine, 2026-11-24; ``benchmarks/RESULTS.md``):
+        * ``detector_instances=2``, ``detector_threads=2``, ``detector_spin=False``: two ONNX
+          Runtime sessions keep both cores busy under load, two threads each keep a lone
+          request fast, and without spin-waiting they share the cores with each other and with
+          the Python pre/post-processing (one spinning 2-thread session: 50-67 requests/s at
+          concurrency 8; two 1-thread sessions: fast under load but 26 ms at concurrency 1).
+        * ``max_batch_size=4``, ``preferred_batch_sizes=(2, 4)``, ``max_queue_delay_us=0``:
+          no delay costs a lone request nothing (p50 17.8 vs 19.8 ms at concurrency 1 with a
+          2 ms delay) while queued requests still batch under load; capping batches at 4 keeps
+          one batch's compute short (p99 178 vs 194 ms at concurrency 8, 78.5 vs 71.4
+          requests/s). Larger batches do not raise CPU throughput, they only add latency.
         * ``preprocess_instances=2``: decoding runs in parallel with inference.
         * ``gpu_instances=2``: on a GPU, two instances overlap copies with compute.
         * ``max_queue_size=64``: a bounded queue in front of every model. Past it Triton rejects
@@ -47,9 +46,9 @@ class BatchingSpec:
           cores).
     """
 
-    max_batch_size: int = 8
-    preferred_batch_sizes: tuple[int, ...] = (2, 4, 8)
-    max_queue_delay_us: int = 2000
+    max_batch_size: int = 4
+    preferred_batch_sizes: tuple[int, ...] = (2, 4)
+    max_queue_delay_us: int = 0
     detector_instances: int = 2
     detector_threads: int = 2
     detector_spin: bool = False

@@ -77,6 +77,46 @@ def test_bench_smoke(triton, repository, data_dir, tmp_path):
     assert "| triton | 3 |" in (out / "report.md").read_text()
 
 
+@pytest.mark.parametrize("mode", ["tensors", "shm"])
+def test_bench_tensors_straight_to_the_detector(triton, repository, data_dir, tmp_path, mode):
+    """Preprocessed batches to yolo11_detector, over gRPC or system shared memory: served
+    without errors, the detector's own statistics reported, and no region left behind."""
+    import os
+
+    runs = _bench(
+        triton,
+        data_dir,
+        tmp_path / "bench",
+        "--input",
+        mode,
+        "--batch",
+        "2",
+        "--concurrency",
+        "2",
+        "--repository",
+        str(repository),
+    )
+    assert len(runs) == 1
+    r = runs[0]
+    assert r["target"] == "triton-detector" and r["input"] == mode and r["batch"] == 2
+    assert r["errors"] == 0 and r["requests"] > 0
+    assert r["server"]["yolo11_detector"]["compute_infer_ms"] > 0
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith("bonefrac_bench")]
+
+
+def test_bench_tensors_refuse_baselines(triton, repository, data_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bonefrac.cli", "bench", "--server", triton.grpc_url]
+        + ["--images", str(data_dir / "valid" / "images"), "--input", "shm"]
+        + ["--baseline", "in-process", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "baselines take encoded images" in result.stderr
+
+
 def test_open_loop_poisson_step(triton, data_dir):
     import asyncio
 
@@ -137,16 +177,14 @@ def test_bench_fastapi_and_ultralytics_baselines(triton, repository, data_dir, t
         assert r["errors"] == 0 and r["requests"] > 0, r
 
 
-@pytest.mark.xfail(
-    reason="perf_analyzer exits with code 2 (no output past reading its input) against the "
-    "session server of the test suite, while the same command passes from a shell and inside "
-    "tests/test_bench_suite.py; under investigation (see the closing note of session 1)",
-    strict=False,
-)
 def test_perf_analyzer_cross_check_runs(triton, data_dir, tmp_path):
     runs = _bench(
         triton, data_dir, tmp_path / "bench", "--concurrency", "2", "--baseline", "perf_analyzer"
     )
     assert [r["target"] for r in runs] == ["triton", "perf_analyzer"]
     pa = runs[1]
-    assert pa["throughput_rps"] > 0 and 0 < pa["p50_ms"] <= pa["p99_ms"]
+    assert pa["throughput_rps"] > 0
+    if pa["stable"]:
+        assert 0 < pa["p50_ms"] <= pa["p99_ms"]
+    else:  # perf_analyzer found no stable window: its last trial, with the latency it printed
+        assert any(pa[k] > 0 for k in ("p50_ms", "p95_ms"))

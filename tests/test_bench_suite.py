@@ -52,7 +52,7 @@ def test_suite_quick(repository, data_dir, tmp_path):
         "(shipped)",
         "## Preprocessed tensors straight to the detector",
         "| yolo11 | shared memory | 1 | 4 |",
-        "| yolo11 | gRPC | 8 | 1 |",
+        "| yolo11 | gRPC | 4 | 1 |",
         "| frcnn | shared memory | 1 | 1 |",
         "INT8 AP50 on valid within 0.01 of FP32",
     ):

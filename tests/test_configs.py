@@ -80,7 +80,7 @@ def test_yolo_detector_carries_ultralytics_metadata():
 def test_engine_script_uses_spec_shapes():
     text = engine_script(Yolo11Spec(), version=3)
     assert "3/model.onnx" in text and "3/model.plan" in text and "--fp16" in text
-    assert "--maxShapes=images:8x3x640x640" in text
+    assert f"--maxShapes=images:{Yolo11Spec().batching.max_batch_size}x3x640x640" in text
     assert "--minShapes=images:1x3x256x256" in engine_script(FrcnnSpec(), version=1)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -194,7 +195,9 @@ def test_new_version_loads_while_serving_without_failures(repository, tmp_path, 
 def test_bad_config_fails_fast_with_diagnosis(repository, tmp_path):
     repo = _yolo_only(repository, tmp_path)
     config = repo / "yolo11_postprocess" / "config.pbtxt"
-    config.write_text(config.read_text().replace("max_batch_size: 8", "max_batch_size: eight"))
+    text, n = re.subn(r"max_batch_size: \d+", "max_batch_size: eight", config.read_text())
+    assert n == 1
+    config.write_text(text)
     start = time.monotonic()
     with pytest.raises(ServerError, match="Diagnosis"):
         _server(repo, startup_timeout_s=60).start()

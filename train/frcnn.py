@@ -247,6 +247,19 @@ def train_frcnn(config: FrcnnTrainConfig, *, resume: bool = False, progress: boo
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best_ap50, step = state["epoch"] + 1, state["best_ap50"], state["step"]
+        record_path = run_dir / "bonefrac_train.json"
+        if record_path.is_file():  # the record says what the run became, and when it changed
+            record = json.loads(record_path.read_text())
+            record.setdefault("resumes", []).append(
+                {
+                    "after_epoch": start_epoch,
+                    "epochs": config.epochs,
+                    "planned_before": record["config"]["epochs"],
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+            )
+            record["config"]["epochs"] = config.epochs
+            record_path.write_text(json.dumps(record, indent=2) + "\n")
     else:
         record = {
             "config": asdict(config),

@@ -95,12 +95,57 @@ def card(
     return "\n".join(lines) + "\n"
 
 
+def training_record(run_dir: Path, *, shared_cores: str = "") -> dict[str, Any]:
+    """What a card says about training, read from a run folder of ``bonefrac train``:
+    ``bonefrac_train.json`` (config, machine, versions) and ``results.csv`` (one row per epoch;
+    Ultralytics' has cumulative ``time``, bonefrac's Faster R-CNN log has ``epoch_s``)."""
+    import csv
+
+    record = json.loads((run_dir / "bonefrac_train.json").read_text())
+    rows = list(csv.DictReader((run_dir / "results.csv").open()))
+    rows = [{k.strip(): v for k, v in r.items()} for r in rows]
+    if rows and "epoch_s" in rows[0]:
+        seconds = sum(float(r["epoch_s"]) for r in rows)
+    elif rows and "time" in rows[0]:
+        seconds = float(rows[-1]["time"])
+    else:
+        seconds = 0.0
+    machine = record.get("machine", {})
+    versions = ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())
+    spec = record.get("spec", {})
+    names = spec.get("class_names") or record.get("class_names")
+    if not names:
+        from bonefrac.spec import DATASET_CLASSES
+
+        names = list(DATASET_CLASSES)
+    wall = f"{seconds / 3600:.2f} h for {len(rows)} epochs (results.csv of the run)"
+    if record.get("resumes"):
+        wall += "; " + "; ".join(
+            f"resumed after epoch {r['after_epoch']} with {r['epochs']} epochs planned "
+            f"(was {r['planned_before']})"
+            for r in record["resumes"]
+        )
+    if shared_cores:
+        wall += f"; {shared_cores}"
+    return {
+        "config": record.get("config", {}),
+        "class_names": names,
+        "epochs_done": len(rows),
+        "wall_time": wall,
+        "machine": f"{machine.get('platform', 'n/a')}, {machine.get('cpus', '?')} CPU cores, "
+        f"no GPU; {versions}",
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--title", required=True)
     p.add_argument("--model", required=True, help="served ensemble name")
     p.add_argument("--architecture", required=True)
-    p.add_argument("--train-record", required=True, type=Path, help="training facts (JSON)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--train-record", type=Path, help="training facts (JSON)")
+    src.add_argument("--train-run", type=Path, help="a run folder of bonefrac train")
+    p.add_argument("--shared-cores", default="", help="say what else ran during training")
     p.add_argument("--eval", required=True, type=Path, help="bonefrac eval --json output")
     p.add_argument("--artifact", type=Path)
     p.add_argument("--note", action="append", default=[])
@@ -110,7 +155,9 @@ def main() -> None:
         title=args.title,
         model=args.model,
         architecture=args.architecture,
-        training=json.loads(args.train_record.read_text()),
+        training=json.loads(args.train_record.read_text())
+        if args.train_record
+        else training_record(args.train_run, shared_cores=args.shared_cores),
         report=json.loads(args.eval.read_text()),
         artifact=args.artifact,
         notes=args.note,
