@@ -91,10 +91,13 @@ def plot(runs: Sequence[dict], folder: Path) -> list[Path]:
 
     written = []
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
-    for target in dict.fromkeys(r["target"] for r in runs):
-        rows = [r for r in runs if r["target"] == target]
+    for target, model in dict.fromkeys((r["target"], r.get("model")) for r in runs):
+        rows = [r for r in runs if r["target"] == target and r.get("model") == model]
         ax.plot(
-            [r["throughput_rps"] for r in rows], [r["p99_ms"] for r in rows], "o-", label=target
+            [r["throughput_rps"] for r in rows],
+            [r["p99_ms"] for r in rows],
+            "o-",
+            label=f"{target} {model}" if model else target,
         )
         for r in rows:
             label = f"c{r['concurrency']}" if r["concurrency"] else f"{r['rate_rps']:g}/s"
@@ -107,6 +110,9 @@ def plot(runs: Sequence[dict], folder: Path) -> list[Path]:
             )
     ax.set_xlabel("throughput (requests/s)")
     ax.set_ylabel("p99 latency (ms)")
+    p99 = [r["p99_ms"] for r in runs if r["p99_ms"] == r["p99_ms"] and r["p99_ms"] > 0]
+    if p99 and max(p99) > 10 * min(p99):
+        ax.set_yscale("log")
     ax.set_title("Throughput vs p99 latency")
     ax.grid(True, alpha=0.3)
     ax.legend()
@@ -118,21 +124,36 @@ def plot(runs: Sequence[dict], folder: Path) -> list[Path]:
 
     with_server = [r for r in runs if r.get("server")]
     if with_server:
-        phases = ["queue_ms", "compute_input_ms", "compute_infer_ms", "compute_output_ms"]
-        labels = [f"{r['target']} c{r['concurrency'] or r['rate_rps']}" for r in with_server]
-        models = sorted({m for r in with_server for m in r["server"]})
-        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(labels)), 5), dpi=120)
-        bottom = [0.0] * len(with_server)
-        for model in models:
-            for phase in phases:
-                values = [r["server"].get(model, {}).get(phase, 0.0) for r in with_server]
-                if not any(values):
+        # One bar per step: each composing model's queue and compute (input + infer + output),
+        # the ensemble's own entry left out (it sums its steps).
+        labels, segments = [], []
+        for r in with_server:
+            level = f"c{r['concurrency']}" if r["concurrency"] else f"{r['rate_rps']:g}/s"
+            labels.append(f"{r.get('model') or r['target']} {level}")
+            parts = {}
+            for step, phases in r["server"].items():
+                if r.get("model") and step == r["model"]:
                     continue
-                ax.bar(labels, values, bottom=bottom, label=f"{model} {phase[:-3]}")
-                bottom = [b + v for b, v in zip(bottom, values)]
+                short = step.rsplit("_", 1)[-1] if "_" in step else step
+                parts[f"{short} queue"] = parts.get(f"{short} queue", 0.0) + phases.get(
+                    "queue_ms", 0.0
+                )
+                parts[f"{short} compute"] = parts.get(f"{short} compute", 0.0) + sum(
+                    phases.get(k, 0.0)
+                    for k in ("compute_input_ms", "compute_infer_ms", "compute_output_ms")
+                )
+            segments.append(parts)
+        keys = list(dict.fromkeys(k for parts in segments for k in parts))
+        fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(labels)), 5), dpi=120)
+        bottom = [0.0] * len(labels)
+        for key in keys:
+            values = [parts.get(key, 0.0) for parts in segments]
+            ax.bar(labels, values, bottom=bottom, label=key, hatch="//" if "queue" in key else "")
+            bottom = [b + v for b, v in zip(bottom, values)]
+        ax.set_yscale("log" if max(bottom) > 20 * max(1e-9, min(bottom)) else "linear")
         ax.set_ylabel("server time per request (ms)")
-        ax.set_title("Server-side breakdown (Triton statistics)")
-        ax.legend(fontsize=6, ncol=2)
+        ax.set_title("Server-side breakdown per step (Triton statistics; hatched: queue)")
+        ax.legend(fontsize=7, ncol=2)
         plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
         fig.tight_layout()
         path = folder / "server_breakdown.png"
@@ -154,21 +175,23 @@ def plot_scaling(runs: Sequence[dict], folder: Path) -> list[Path]:
     sized = [r for r in runs if r.get("image_side")]
     batched = [r for r in runs if r.get("batch") and r.get("input") == "gRPC"]
     if sized or batched:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
-        ax = axes[0]
-        p50_axis = ax.twinx()
-        p50_axis.set_ylabel("p50 latency (ms, dashed)")
-        for model in dict.fromkeys(r["model"] for r in sized):
-            rows = sorted((r for r in sized if r["model"] == model), key=lambda r: r["image_side"])
-            sides = [r["image_side"] for r in rows]
-            ax.plot(sides, [r["throughput_rps"] for r in rows], "o-", label=f"{model} req/s")
-            p50_axis.plot(sides, [r["p50_ms"] for r in rows], "s--", alpha=0.6)
-        ax.set_xlabel("longer side of the X-ray (px)")
-        ax.set_ylabel("throughput (requests/s, solid)")
-        ax.set_title("Served ensemble vs image size")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
-        ax = axes[1]
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=120)
+        for ax, key, label in (
+            (axes[0], "throughput_rps", "throughput (requests/s)"),
+            (axes[1], "p50_ms", "p50 latency (ms)"),
+        ):
+            for model in dict.fromkeys(r["model"] for r in sized):
+                rows = sorted(
+                    (r for r in sized if r["model"] == model), key=lambda r: r["image_side"]
+                )
+                ax.plot([r["image_side"] for r in rows], [r[key] for r in rows], "o-", label=model)
+            ax.set_yscale("log")
+            ax.set_xlabel("longer side of the X-ray (px), concurrency 4")
+            ax.set_ylabel(label)
+            ax.set_title(f"Served ensemble: {label.split(' (')[0]} vs image size")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+        ax = axes[2]
         for model in dict.fromkeys(r["model"] for r in batched):
             rows = sorted(
                 (r for r in batched if r["model"] == model and r["concurrency"] == 1),

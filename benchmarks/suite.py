@@ -580,6 +580,13 @@ def write_results(
         "- method: closed-loop clients (asyncio gRPC), warm-up, then measurement windows until "
         "two agree within 10 % on throughput; percentiles over the measured requests; the "
         "server's own breakdown from Triton's statistics API; the client's CPU use per step.",
+        "- targets: `triton` is the served ensemble over gRPC (encoded image bytes in, boxes "
+        "out); `in-process` the same decode + letterbox + ONNX Runtime + NMS called by one "
+        "thread in one process (the single-stream ceiling: the server beats it under load by "
+        "running two detector sessions and the Python steps in parallel); `fastapi` a plain "
+        "FastAPI + ONNX Runtime HTTP server with the same pipeline; `ultralytics` "
+        "`YOLO(weights).predict()` in PyTorch; `perf_analyzer` Triton's own load generator on "
+        "the same server, model and images.",
         "",
         "## Targets",
         "",

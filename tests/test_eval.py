@@ -154,3 +154,16 @@ def test_model_card_is_generated_from_the_report(repository, small_data, tmp_pat
     assert "Research use only" in text and "CC BY 4.0" in text and "3 of 30" in text
     for name in report["per_class_ap"]:
         assert f"| {name} |" in text
+
+
+def test_committed_models_doc_is_what_the_generator_writes(monkeypatch):
+    """docs/MODELS.md comes from the committed eval report, training records and notes: no
+    number in it is typed by hand (regenerate: python -m bonefrac.train.model_card
+    --models-doc docs/MODELS.md)."""
+    from bonefrac.train.model_card import models_doc
+
+    from .conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    expected = models_doc(ROOT / "docs" / "train" / "cards.json")
+    assert (ROOT / "docs" / "MODELS.md").read_text() == expected

@@ -137,20 +137,81 @@ def training_record(run_dir: Path, *, shared_cores: str = "") -> dict[str, Any]:
     }
 
 
+def models_doc(cards_path: Path) -> str:
+    """The whole models document: every card listed in ``cards_path`` (JSON: title, intro
+    paragraphs, the ``bonefrac eval --json`` report and, per model, its title, architecture,
+    training run folder, artifact and notes), numbers from the report and the run folders."""
+    spec = json.loads(cards_path.read_text())
+    reports = {r["model"]["name"]: r for r in json.loads(Path(spec["eval"]).read_text())}
+    parts = [f"# {spec['title']}", ""]
+    for paragraph in spec.get("intro", []):
+        parts += [paragraph, ""]
+    for entry in spec["models"]:
+        name = entry["model"]
+        if name not in reports:
+            raise SystemExit(f"{spec['eval']} has no report for '{name}': run bonefrac eval")
+        report = reports[name]
+        notes = list(entry.get("notes", []))
+        other = entry.get("compare_to")
+        if other in reports:
+            delta = report["ap50"] - reports[other]["ap50"]
+            notes.insert(
+                0,
+                f"AP50 {report['ap50']:.4f} vs {reports[other]['ap50']:.4f} for `{other}` "
+                f"({delta:+.4f}; the target is within 0.01).",
+            )
+        artifact = Path(entry["artifact"]) if entry.get("artifact") else None
+        parts.append(
+            card(
+                title=entry["title"],
+                model=name,
+                architecture=entry["architecture"],
+                training=training_record(
+                    Path(entry["run"]), shared_cores=entry.get("shared_cores", "")
+                ),
+                report=report,
+                artifact=artifact if artifact and artifact.is_file() else None,
+                notes=notes,
+            )
+        )
+    return "\n".join(parts)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--title", required=True)
-    p.add_argument("--model", required=True, help="served ensemble name")
-    p.add_argument("--architecture", required=True)
-    src = p.add_mutually_exclusive_group(required=True)
+    p.add_argument(
+        "--models-doc",
+        type=Path,
+        metavar="OUT.md",
+        help="write every card of --cards into one document (the other options are then unused)",
+    )
+    p.add_argument("--cards", type=Path, default=Path("docs/train/cards.json"))
+    p.add_argument("--title")
+    p.add_argument("--model", help="served ensemble name")
+    p.add_argument("--architecture")
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--train-record", type=Path, help="training facts (JSON)")
     src.add_argument("--train-run", type=Path, help="a run folder of bonefrac train")
     p.add_argument("--shared-cores", default="", help="say what else ran during training")
-    p.add_argument("--eval", required=True, type=Path, help="bonefrac eval --json output")
+    p.add_argument("--eval", type=Path, help="bonefrac eval --json output")
     p.add_argument("--artifact", type=Path)
     p.add_argument("--note", action="append", default=[])
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", type=Path)
     args = p.parse_args()
+    if args.models_doc:
+        args.models_doc.write_text(models_doc(args.cards))
+        print(f"wrote {args.models_doc}")
+        return
+    missing = [
+        f"--{k.replace('_', '-')}"
+        for k in ("title", "model", "architecture", "eval", "out")
+        if getattr(args, k) is None
+    ]
+    if missing or not (args.train_record or args.train_run):
+        p.error("one card needs " + ", ".join(missing or ["--train-record or --train-run"]))
+    report = json.loads(args.eval.read_text())
+    if isinstance(report, list):  # a multi-model report: take this model's
+        report = next(r for r in report if r["model"]["name"] == args.model)
     text = card(
         title=args.title,
         model=args.model,
@@ -158,7 +219,7 @@ def main() -> None:
         training=json.loads(args.train_record.read_text())
         if args.train_record
         else training_record(args.train_run, shared_cores=args.shared_cores),
-        report=json.loads(args.eval.read_text()),
+        report=report,
         artifact=args.artifact,
         notes=args.note,
     )
