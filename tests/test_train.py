@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,12 @@ def test_frcnn_trains_resumes_exports_and_serves(tiny_data, tmp_path, valid_imag
         "160",
         "--batch",
         "2",
+        "--negatives",
+        "0.5",
+        "--roi-batch",
+        "64",
+        "--rpn-proposals",
+        "300",
         "--name",
         "tinyf",
     ]
@@ -101,5 +108,18 @@ def test_frcnn_trains_resumes_exports_and_serves(tiny_data, tmp_path, valid_imag
     assert "epoch 2:" in out and "epoch 1:" not in out  # resumed, not restarted
     log = (run / "results.csv").read_text().splitlines()
     assert log[0].startswith("epoch,loss") and len(log) == 3
+    record = json.loads((run / "bonefrac_train.json").read_text())
+    assert record["config"]["epochs"] == 2 and record["resumes"][0]["planned_before"] == 1
+    changed = subprocess.run(
+        [sys.executable, "-m", "bonefrac.cli", "train", *common, "--roi-batch", "32"]
+        + ["--epochs", "2", "--resume", "--project", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert changed.returncode == 1
+    assert "resume with the options the run was started with: --roi-batch 64 (now 32)" in (
+        changed.stderr
+    )
     detections = _serve_and_detect(repo, "frcnn", valid_images[0])
     assert len(detections) > 0
