@@ -103,6 +103,15 @@ class Froc:
     num_images: int
 
 
+def threshold_at(curve: Froc, rate: float) -> float | None:
+    """The lowest score threshold at which ``curve`` stays within ``rate`` false positives per
+    image (the operating point of its sensitivity there); None when no threshold does."""
+    ok = curve.fp_per_image <= rate + 1e-12
+    if not ok.any() or not np.isfinite(curve.thresholds[ok][-1]):
+        return None
+    return float(curve.thresholds[ok][-1])
+
+
 def froc(
     images: Sequence[ImageEval],
     *,

@@ -24,7 +24,14 @@ import numpy as np
 from bonefrac.dataset import Protocol, Sample, YoloDataset, make_protocol, to_coco
 from bonefrac.detections import Detections
 from bonefrac.errors import BonefracError
-from bonefrac.metrics import FROC_CRITERION, ImageEval, coco_ap, froc, image_level
+from bonefrac.metrics import (
+    FROC_CRITERION,
+    ImageEval,
+    coco_ap,
+    froc,
+    image_level,
+    threshold_at,
+)
 
 #: Scores below this are not needed for AP; the COCO convention for evaluation.
 EVAL_CONF_THRESHOLD = 0.001
@@ -58,6 +65,10 @@ def default_cache_dir() -> Path:
     return Path(base) / "bonefrac" / "eval"
 
 
+#: Bumped when the report gains or changes fields, so older cached reports are not reused.
+REPORT_VERSION = 2
+
+
 def cache_key(
     *,
     model_sha256: str,
@@ -68,7 +79,9 @@ def cache_key(
     iou: float | None,
     operating_threshold: float,
 ) -> str:
-    text = json.dumps([model_sha256, data_sha256, split, protocol, conf, iou, operating_threshold])
+    text = json.dumps(
+        [REPORT_VERSION, model_sha256, data_sha256, split, protocol, conf, iou, operating_threshold]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -153,6 +166,7 @@ def score(
         "froc": {_rate_key(k): v for k, v in curve.at.items()},
         "froc_mean": curve.mean,
         "sens_at_1fp": curve.at[1.0],
+        "froc_thresholds": {_rate_key(k): threshold_at(curve, k) for k in curve.at},
         "image_auroc": _finite(level.auroc),
         "image_sensitivity": _finite(level.sensitivity),
         "image_specificity": _finite(level.specificity),

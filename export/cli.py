@@ -155,6 +155,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--out", required=True, metavar="DIR", help="target repository")
     r.set_defaults(func=run_retarget)
 
+    t = kinds.add_parser(
+        "threshold",
+        help="set an ensemble's default score threshold (e.g. its operating point on valid)",
+        description="Set the default score threshold of an ensemble (what requests without "
+        "conf_threshold get; the UI starts there): a number, or the operating point a "
+        "'bonefrac eval --json' report measured (the lowest threshold that stays within "
+        "--fp-rate false positives per image on that split). Rewrites the configs in place.",
+    )
+    t.add_argument("--repository", default="model_repository", metavar="DIR")
+    t.add_argument("--model", required=True, help="ensemble")
+    how = t.add_mutually_exclusive_group(required=True)
+    how.add_argument("--conf", type=float, help="the threshold")
+    how.add_argument("--from-eval", metavar="REPORT.json", help="bonefrac eval --json output")
+    t.add_argument(
+        "--fp-rate", default="1", help="false positives per image for --from-eval (default: 1)"
+    )
+    t.set_defaults(func=run_threshold)
+
 
 def _classes(args: argparse.Namespace) -> list[str] | None:
     return classes_from_data(args.data) if args.data else args.classes
@@ -239,6 +257,38 @@ def run_retarget(args: argparse.Namespace) -> int:
     except BonefracError as exc:
         print(f"bonefrac export: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_threshold(args: argparse.Namespace) -> int:
+    import json
+
+    from bonefrac.errors import BonefracError
+    from bonefrac.export.repository import set_default_threshold
+
+    try:
+        conf = args.conf
+        if args.from_eval:
+            reports = json.loads(Path(args.from_eval).read_text())
+            reports = reports if isinstance(reports, list) else [reports]
+            found = [r for r in reports if r["model"]["name"] == args.model]
+            if not found:
+                raise ValueError(f"{args.from_eval} has no report for '{args.model}'")
+            points = found[0].get("froc_thresholds") or {}
+            conf = points.get(args.fp_rate)
+            if conf is None:
+                raise ValueError(
+                    f"the report has no threshold at {args.fp_rate} FP/image (known: "
+                    f"{', '.join(k for k, v in points.items() if v is not None) or 'none'}; "
+                    "re-run bonefrac eval to get them)"
+                )
+        if not 0.0 <= conf <= 1.0:
+            raise ValueError(f"a score threshold lies in [0, 1], not {conf}")
+        set_default_threshold(args.repository, args.model, conf)
+    except (BonefracError, ValueError, OSError, KeyError) as exc:
+        print(f"bonefrac export: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.model}: default score threshold {conf:.4f}")
     return 0
 
 

@@ -139,6 +139,25 @@ def write_repository(
     return version, written
 
 
+def set_default_threshold(repository: str | Path, model: str, conf_threshold: float) -> list[Path]:
+    """Give a CPU-profile ensemble another default score threshold (what a request without
+    ``conf_threshold`` gets; the UI starts there), rewriting its configs in place. The ONNX
+    file is untouched, so its SHA-256 and the evaluator's cache stay valid.
+
+    Raises:
+        ModelRepositoryError: if ``model`` is not a bonefrac ensemble of ``repository``.
+        ValueError: if the threshold is outside [0, 1].
+    """
+    import dataclasses
+
+    from bonefrac.export.triton_config import model_configs, write_configs
+    from bonefrac.pipeline import read_repository_model
+
+    spec = read_repository_model(repository, model).spec
+    spec = dataclasses.replace(spec, conf_threshold=round(float(conf_threshold), 4))
+    return write_configs(model_configs(spec, profile="cpu"), repository)
+
+
 def retarget(
     repository: str | Path, model: str, *, profile: str, out: str | Path
 ) -> tuple[int, list[Path]]:

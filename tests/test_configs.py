@@ -129,3 +129,45 @@ def test_spec_refuses_bad_values():
         FrcnnSpec(arch="vgg")
     with pytest.raises(ValueError, match="unknown model family"):
         spec_from_json('{"family": "detr"}')
+
+
+def test_default_threshold_is_set_from_an_eval_report(repository, tmp_path, valid_images):
+    """bonefrac export threshold rewrites the ensemble's default; requests without a threshold
+    then get it, and the ONNX file (and so its hash) is untouched."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from bonefrac.pipeline import InProcessPipeline, read_repository_model
+
+    repo = tmp_path / "repo"
+    for step in ("yolo11", "yolo11_preprocess", "yolo11_detector", "yolo11_postprocess"):
+        shutil.copytree(repository / step, repo / step)
+    report = tmp_path / "eval.json"
+    report.write_text(
+        json.dumps([{"model": {"name": "yolo11"}, "froc_thresholds": {"1": 0.0123, "8": None}}])
+    )
+
+    def threshold(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "bonefrac.cli", "export", "threshold"]
+            + ["--repository", str(repo), "--model", "yolo11", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    before = read_repository_model(repo, "yolo11")
+    done = threshold("--from-eval", str(report))
+    assert done.returncode == 0, done.stderr
+    after = read_repository_model(repo, "yolo11")
+    assert after.spec.conf_threshold == 0.0123
+    assert after.spec.model_sha256 == before.spec.model_sha256
+    detections = InProcessPipeline(repo, "yolo11").detect(valid_images[0].read_bytes())
+    assert all(s >= 0.0123 for s in detections.scores)
+
+    missing = threshold("--from-eval", str(report), "--fp-rate", "8")
+    assert missing.returncode == 1 and "no threshold at 8 FP/image" in missing.stderr
+    wrong = threshold("--conf", "1.5")
+    assert wrong.returncode == 1 and "lies in [0, 1]" in wrong.stderr

@@ -8,6 +8,7 @@ threshold), outputs (annotated image, detections table, verdict text).
 from __future__ import annotations
 
 import html
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -186,6 +187,18 @@ class Backend:
         }
         self.urls = parse_servers(config.server)
         self._raws = {u: grpcclient.InferenceServerClient(u) for u in self.urls}
+
+    def default_conf(self, fallback: float = 0.25) -> float:
+        """The lowest default score threshold of the served models (each ensemble's spec holds
+        its own: the operating point chosen at export); ``fallback`` when none can be read."""
+        found = []
+        for client in self.clients.values():
+            try:
+                spec = json.loads(client.model_parameters().get("spec", "{}"))
+                found.append(float(spec["conf_threshold"]))
+            except Exception:  # server not up yet, or not a bonefrac ensemble
+                continue
+        return round(min(found), 2) if found else fallback
 
     def raw(self):
         """A raw client of the first server that answers (for statistics)."""
@@ -369,9 +382,11 @@ def build_app(config: UiConfig):
                     conf = gr.Slider(
                         0.0,
                         1.0,
-                        value=0.25,
+                        value=backend.default_conf(),
                         step=0.01,
                         label="Confidence threshold",
+                        info="starts at the lowest of the models' operating points "
+                        "(score at 1 false positive per image on the valid split)",
                         elem_id="conf-slider",
                     )
                     iou = gr.Slider(0.05, 1.0, value=0.7, step=0.05, label="NMS IoU threshold")
