@@ -31,8 +31,9 @@ def card(
     report: dict[str, Any],
     artifact: Path | None,
     notes: list[str],
+    served_conf: float | None = None,
 ) -> str:
-    """One model card in Markdown."""
+    """One model card in Markdown (``served_conf``: the ensemble's default score threshold)."""
     cfg = training.get("config", {})
     lines = [
         f"## {title}",
@@ -69,6 +70,16 @@ def card(
         + ", ".join(f"{k}: {v:.3f}" for k, v in report["froc"].items())
         + ".",
         "",
+    ]
+    points = {k: v for k, v in (report.get("froc_thresholds") or {}).items() if v is not None}
+    if points:
+        text = "Score thresholds of those operating points: " + ", ".join(
+            f"{k} FP/image: {v:.4f}" for k, v in points.items()
+        )
+        if served_conf is not None:
+            text += f". Served default threshold: {served_conf:.4f}"
+        lines += [text + ".", ""]
+    lines += [
         f"Image level at score >= {report['operating_threshold']}: sensitivity "
         f"{_fmt(report['image_sensitivity'], 3)}, specificity "
         f"{_fmt(report['image_specificity'], 3)}.",
@@ -137,6 +148,15 @@ def training_record(run_dir: Path, *, shared_cores: str = "") -> dict[str, Any]:
     }
 
 
+def _served_conf(model: str, repository: str = "model_repository") -> float | None:
+    from bonefrac.pipeline import read_repository_model
+
+    try:
+        return read_repository_model(repository, model).spec.conf_threshold
+    except Exception:  # not in this repository
+        return None
+
+
 def models_doc(cards_path: Path) -> str:
     """The whole models document: every card listed in ``cards_path`` (JSON: title, intro
     paragraphs, the ``bonefrac eval --json`` report and, per model, its title, architecture,
@@ -172,6 +192,7 @@ def models_doc(cards_path: Path) -> str:
                 report=report,
                 artifact=artifact if artifact and artifact.is_file() else None,
                 notes=notes,
+                served_conf=_served_conf(name),
             )
         )
     return "\n".join(parts)
