@@ -82,6 +82,15 @@ def write_csv(runs: Sequence[dict], path: Path) -> None:
         writer.writerows(runs)
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot(runs: Sequence[dict], folder: Path) -> list[Path]:
     """Throughput vs p99 latency per target, and the server-side breakdown bars."""
     import matplotlib
@@ -116,11 +125,7 @@ def plot(runs: Sequence[dict], folder: Path) -> list[Path]:
     ax.set_title("Throughput vs p99 latency")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = folder / "throughput_vs_p99.png"
-    fig.savefig(path)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, folder / "throughput_vs_p99.png"))
 
     with_server = [r for r in runs if r.get("server")]
     if with_server:
@@ -155,11 +160,7 @@ def plot(runs: Sequence[dict], folder: Path) -> list[Path]:
         ax.set_title("Server-side breakdown per step (Triton statistics; hatched: queue)")
         ax.legend(fontsize=7, ncol=2)
         plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
-        fig.tight_layout()
-        path = folder / "server_breakdown.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, folder / "server_breakdown.png"))
     return written
 
 
@@ -216,11 +217,7 @@ def plot_scaling(runs: Sequence[dict], folder: Path) -> list[Path]:
         ax.set_title("Detector vs batch size")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = folder / "scaling.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, folder / "scaling.png"))
     tuned = [r for r in runs if r.get("variant")]
     if tuned:
         top = max(r["concurrency"] for r in tuned)
@@ -238,11 +235,7 @@ def plot_scaling(runs: Sequence[dict], folder: Path) -> list[Path]:
         ax.invert_yaxis()
         ax.set_xlabel(f"throughput at concurrency {top} (requests/s)")
         ax.set_title("CPU profile variants (YOLO11 ensemble)")
-        fig.tight_layout()
-        path = folder / "tuning.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, folder / "tuning.png"))
     return written
 
 
