@@ -26,6 +26,12 @@ from bonefrac.export.yolo11 import ExportResult
 from bonefrac.runtime import file_sha256
 from bonefrac.spec import FrcnnSpec
 
+# torchvision drops detections scoring below 0.05 inside the graph by default. The served
+# threshold (the spec's ``conf_threshold``, set per request or by ``bonefrac export threshold``)
+# is applied after the graph, and the evaluator needs the low-scoring tail for FROC and AP, so
+# the graph keeps everything down to this floor (at most ``max_det`` = 100 per image).
+GRAPH_SCORE_FLOOR = 0.001
+
 
 def build_frcnn(spec: FrcnnSpec, *, weights: str | Path | None = None, seed: int = 0):
     """A torchvision Faster R-CNN for ``spec`` (background added to the class count).
@@ -53,6 +59,7 @@ def build_frcnn(spec: FrcnnSpec, *, weights: str | Path | None = None, seed: int
         num_classes=spec.num_classes + 1,
         min_size=spec.min_size,
         max_size=spec.max_size,
+        box_score_thresh=GRAPH_SCORE_FLOOR,
     )
     if weights is not None:
         path = Path(weights)

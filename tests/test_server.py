@@ -24,7 +24,8 @@ from bonefrac.server import free_port
 
 pytestmark = pytest.mark.server
 
-# The bundled model is untrained: a low threshold gives many boxes to compare.
+# The bundled models are weak (scores mostly below 0.1): a low threshold gives many boxes
+# to compare.
 CONF = 0.001
 
 

@@ -22,6 +22,17 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
+def _image_size(cfg: dict[str, Any]) -> str:
+    if "imgsz" in cfg:
+        return f"{cfg['imgsz']} px letterbox"
+    if "min_size" in cfg:
+        return (
+            f"shorter side {cfg['min_size']} px, longer side at most {cfg.get('max_size', '?')} px "
+            "(resized inside the graph)"
+        )
+    return "n/a"
+
+
 def card(
     *,
     title: str,
@@ -46,7 +57,7 @@ def card(
         f"| architecture | {architecture} |",
         f"| data | {DATA_CREDIT} |",
         f"| classes (model) | {', '.join(training.get('class_names') or [])} |",
-        f"| image size | {cfg.get('imgsz', cfg.get('min_size', 'n/a'))} |",
+        f"| image size | {_image_size(cfg)} |",
         f"| epochs | {training.get('epochs_done', 'n/a')} of {cfg.get('epochs', 'n/a')} planned |",
         f"| batch, seed | {cfg.get('batch', 'n/a')}, {cfg.get('seed', 'n/a')} |",
         "| pretrained weights | none (trained from scratch) |",
