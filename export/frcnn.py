@@ -117,12 +117,46 @@ def _wrapper(model):
     return FasterRcnnGraph(model).eval()
 
 
+class _ZeroSafeBoxDecoding:
+    """While exporting, torchvision's ``BoxCoder.decode`` reshapes with explicit sizes.
+
+    The stock code traces ``reshape(n_boxes, -1)``; ONNX Runtime cannot infer ``-1`` when
+    ``n_boxes`` is 0, so an image whose region proposals are all filtered out (an all-black
+    image, for one) failed the whole graph instead of giving no detections. Same results for
+    ``n_boxes > 0``.
+    """
+
+    def __enter__(self):
+        import torch
+        from torchvision.models.detection import _utils
+
+        self._coder = _utils.BoxCoder
+        self._original = _utils.BoxCoder.decode
+
+        def decode(coder, rel_codes, boxes):
+            boxes_per_image = [b.size(0) for b in boxes]
+            concat_boxes = torch.cat(boxes, dim=0)
+            box_sum = 0
+            for val in boxes_per_image:
+                box_sum += val
+            width = rel_codes.shape[-1]
+            rel_codes = rel_codes.reshape(box_sum, width)
+            return coder.decode_single(rel_codes, concat_boxes).reshape(box_sum, width // 4, 4)
+
+        _utils.BoxCoder.decode = decode
+        return self
+
+    def __exit__(self, *exc):
+        self._coder.decode = self._original
+        return False
+
+
 def _export_onnx(graph, example: np.ndarray, path: Path, *, opset: int) -> None:
     import warnings
 
     import torch
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _ZeroSafeBoxDecoding():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected
         torch.onnx.export(
             graph,

@@ -132,6 +132,22 @@ def test_frcnn_export_from_weights_parity_and_new_version(tmp_path, valid_images
     assert meta["bonefrac_family"] == "frcnn" and len(meta["bonefrac_graph_sha256"]) == 64
 
 
+def test_bundled_frcnn_answers_an_image_without_region_proposals():
+    """An all-black image leaves the trained RPN with no proposals: the graph must return no
+    detections (it used to fail in ONNX Runtime on a reshape of zero boxes, which also broke the
+    server's warm-up)."""
+    import cv2
+
+    from .conftest import ROOT
+
+    pipeline = InProcessPipeline(ROOT / "model_repository", "frcnn")
+    black = cv2.imencode(".png", np.zeros((600, 800, 3), np.uint8))[1].tobytes()
+    result = pipeline.detect(black, conf_threshold=0.0)
+    assert len(result) == 0 and result.image_size == (600, 800)
+    raw = OnnxDetector(pipeline.onnx_path).run(np.zeros((1, 3, 512, 640), np.float32))
+    assert raw.shape == (1, 0, 6)
+
+
 def test_frcnn_weights_of_another_shape_are_refused(tmp_path):
     import torch
 
