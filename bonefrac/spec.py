@@ -34,10 +34,11 @@ class BatchingSpec:
           the Python pre/post-processing (one spinning 2-thread session: 50-67 requests/s at
           concurrency 8; two 1-thread sessions: fast under load but 26 ms at concurrency 1).
         * ``max_batch_size=4``, ``preferred_batch_sizes=(2, 4)``, ``max_queue_delay_us=0``:
-          no delay costs a lone request nothing (p50 17.8 vs 19.8 ms at concurrency 1 with a
-          2 ms delay) while queued requests still batch under load; capping batches at 4 keeps
-          one batch's compute short (p99 178 vs 194 ms at concurrency 8, 78.5 vs 71.4
-          requests/s). Larger batches do not raise CPU throughput, they only add latency.
+          no delay costs a lone request nothing (p50 17.7 vs 20.2 ms at concurrency 1 with a
+          2 ms delay) while queued requests still batch under load. Capping batches at 4 or 8
+          is a tie within this machine's noise (concurrency 8: 77.1 vs 71.4 requests/s in one
+          run, 75.3 vs 78.5 in the next); 4 keeps one batch's compute short. Larger batches do
+          not raise CPU throughput.
         * ``preprocess_instances=2``: decoding runs in parallel with inference.
         * ``gpu_instances=2``: on a GPU, two instances overlap copies with compute.
         * ``max_queue_size=64``: a bounded queue in front of every model. Past it Triton rejects
