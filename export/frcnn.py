@@ -8,6 +8,7 @@ counting from 1. Resizing and normalisation happen inside the graph.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,7 +118,8 @@ def _wrapper(model):
     return FasterRcnnGraph(model).eval()
 
 
-class _ZeroSafeBoxDecoding:
+@contextlib.contextmanager
+def _zero_safe_box_decoding():
     """While exporting, torchvision's ``BoxCoder.decode`` reshapes with explicit sizes.
 
     The stock code traces ``reshape(n_boxes, -1)``; ONNX Runtime cannot infer ``-1`` when
@@ -125,30 +127,23 @@ class _ZeroSafeBoxDecoding:
     image, for one) failed the whole graph instead of giving no detections. Same results for
     ``n_boxes > 0``.
     """
+    import torch
+    from torchvision.models.detection._utils import BoxCoder
 
-    def __enter__(self):
-        import torch
-        from torchvision.models.detection import _utils
+    original = BoxCoder.decode
 
-        self._coder = _utils.BoxCoder
-        self._original = _utils.BoxCoder.decode
+    def decode(coder, rel_codes, boxes):
+        box_sum = sum(b.size(0) for b in boxes)
+        width = rel_codes.shape[-1]
+        rel_codes = rel_codes.reshape(box_sum, width)
+        pred = coder.decode_single(rel_codes, torch.cat(boxes, dim=0))
+        return pred.reshape(box_sum, width // 4, 4)
 
-        def decode(coder, rel_codes, boxes):
-            boxes_per_image = [b.size(0) for b in boxes]
-            concat_boxes = torch.cat(boxes, dim=0)
-            box_sum = 0
-            for val in boxes_per_image:
-                box_sum += val
-            width = rel_codes.shape[-1]
-            rel_codes = rel_codes.reshape(box_sum, width)
-            return coder.decode_single(rel_codes, concat_boxes).reshape(box_sum, width // 4, 4)
-
-        _utils.BoxCoder.decode = decode
-        return self
-
-    def __exit__(self, *exc):
-        self._coder.decode = self._original
-        return False
+    BoxCoder.decode = decode
+    try:
+        yield
+    finally:
+        BoxCoder.decode = original
 
 
 def _export_onnx(graph, example: np.ndarray, path: Path, *, opset: int) -> None:
@@ -156,7 +151,7 @@ def _export_onnx(graph, example: np.ndarray, path: Path, *, opset: int) -> None:
 
     import torch
 
-    with warnings.catch_warnings(), _ZeroSafeBoxDecoding():
+    with warnings.catch_warnings(), _zero_safe_box_decoding():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected
         torch.onnx.export(
             graph,
