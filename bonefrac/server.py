@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,6 +206,17 @@ class TritonServer:
         self._log_file = None
         self.process: subprocess.Popen[bytes] | None = None
         self._shm_before: set[str] = set()
+
+    @classmethod
+    def ephemeral(
+        cls, model_repository: str | os.PathLike[str], **kwargs: Any
+    ) -> TritonServer:
+        """A server on free loopback ports (gRPC, HTTP and metrics): for tests, benchmarks and
+        any run that must not collide with another server on this host. ``kwargs`` are the
+        other arguments of the constructor."""
+        for key in ("grpc_port", "http_port", "metrics_port"):
+            kwargs.setdefault(key, 0)
+        return cls(model_repository, **kwargs)
 
     # -- addresses -----------------------------------------------------------------------
     @property
