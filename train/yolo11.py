@@ -6,8 +6,10 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from bonefrac.train import TrainError
 
@@ -28,6 +30,13 @@ class Yolo11TrainConfig:
         patience: stop after this many epochs without improvement on valid.
         project: folder that holds runs.
         name: this run's folder name inside ``project``.
+        cache: ``"ram"`` keeps the decoded, resized images in memory (no JPEG decoding after
+            the first epoch), ``"disk"`` or ``""`` (decode every time).
+        snapshot: a folder (committed with the repository) that receives a copy of the
+            checkpoint (``checkpoint.pt``: FP16 weights, optimizer state, epoch and
+            schedule), ``results.csv`` and ``args.yaml`` after every epoch, so that a run can
+            resume on another machine: ``--resume`` starts from it when the run folder has no
+            ``last.pt``.
     """
 
     data: str
@@ -41,6 +50,8 @@ class Yolo11TrainConfig:
     patience: int = 100
     project: str = "runs/train"
     name: str = "yolo11n"
+    cache: str = "ram"
+    snapshot: str | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -65,8 +76,16 @@ def _prepare(threads: int):
     torch_utils.NUM_THREADS = threads
 
 
-def train_yolo11(config: Yolo11TrainConfig, *, resume: bool = False) -> Path:
+def train_yolo11(
+    config: Yolo11TrainConfig,
+    *,
+    resume: bool = False,
+    callbacks: dict[str, Callable[[Any], None]] | None = None,
+) -> Path:
     """Train, or resume the run in ``config.run_dir``; returns the best checkpoint.
+
+    ``callbacks`` are added to Ultralytics' trainer (event name -> function of the trainer),
+    e.g. ``{"on_fit_epoch_end": ...}``.
 
     Raises:
         TrainError: missing extras, dataset or checkpoint to resume.
@@ -82,12 +101,21 @@ def train_yolo11(config: Yolo11TrainConfig, *, resume: bool = False) -> Path:
     started = time.time()
     if resume:
         if not last.is_file():
-            raise TrainError(f"nothing to resume: {last} does not exist")
-        YOLO(str(last)).train(resume=True)
+            restore_snapshot(config)
+        model = YOLO(str(last))
+        _add_callbacks(model, config, callbacks)
+        model.train(
+            resume=True,
+            data=str(data),
+            save_dir=str(run_dir),
+            cache=_cache_arg(config.cache),
+            workers=config.workers,
+        )
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         _save_config(config, run_dir)
         model = YOLO(config.model, task="detect")
+        _add_callbacks(model, config, callbacks)
         model.train(
             data=str(data),
             epochs=config.epochs,
@@ -96,6 +124,7 @@ def train_yolo11(config: Yolo11TrainConfig, *, resume: bool = False) -> Path:
             seed=config.seed,
             deterministic=True,
             workers=config.workers,
+            cache=_cache_arg(config.cache),
             device="cpu",
             amp=False,
             pretrained=False,
@@ -111,6 +140,61 @@ def train_yolo11(config: Yolo11TrainConfig, *, resume: bool = False) -> Path:
         raise TrainError(f"training ended without {best}")
     _record_time(run_dir, time.time() - started)
     return best
+
+
+SNAPSHOT_FILES = {
+    "weights/last.pt": "checkpoint.pt",
+    "results.csv": "results.csv",
+    "args.yaml": "args.yaml",
+    "bonefrac_train.json": "bonefrac_train.json",
+}
+
+
+def _cache_arg(cache: str) -> str | bool:
+    return cache if cache in ("ram", "disk") else False
+
+
+def _add_callbacks(model, config: Yolo11TrainConfig, callbacks) -> None:
+    """The snapshot mirror (after every epoch, when ``config.snapshot``), then the caller's."""
+    if config.snapshot:
+        model.add_callback("on_model_save", lambda trainer: save_snapshot(config))
+    for event, function in (callbacks or {}).items():
+        model.add_callback(event, function)
+
+
+def save_snapshot(config: Yolo11TrainConfig) -> Path:
+    """Copy the run's ``last.pt`` and records into the snapshot folder (atomically per file)."""
+    import shutil
+
+    snap = Path(config.snapshot)
+    snap.mkdir(parents=True, exist_ok=True)
+    for src, dst in SNAPSHOT_FILES.items():
+        path = config.run_dir / src
+        if path.is_file():
+            tmp = snap / f".{dst}.tmp"
+            shutil.copyfile(path, tmp)
+            tmp.replace(snap / dst)
+    return snap
+
+
+def restore_snapshot(config: Yolo11TrainConfig) -> None:
+    """Seed an empty run folder from the committed snapshot (a new machine resumes from it)."""
+    import shutil
+
+    snap = Path(config.snapshot) if config.snapshot else None
+    if snap is None or not (snap / "checkpoint.pt").is_file():
+        raise TrainError(
+            f"nothing to resume: {config.run_dir / 'weights' / 'last.pt'} does not exist"
+            + (
+                f" and {snap} has no checkpoint.pt"
+                if snap
+                else " (give --snapshot DIR to resume from a committed snapshot)"
+            )
+        )
+    (config.run_dir / "weights").mkdir(parents=True, exist_ok=True)
+    for src, dst in SNAPSHOT_FILES.items():
+        if (snap / dst).is_file():
+            shutil.copyfile(snap / dst, config.run_dir / src)
 
 
 def _save_config(config: Yolo11TrainConfig, run_dir: Path) -> None:

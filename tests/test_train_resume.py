@@ -1,0 +1,75 @@
+"""A long YOLO11 run survives a new machine: the committed snapshot resumes it, and its
+learning curve is scored by the project's evaluator."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import pytest
+
+pytestmark = [pytest.mark.export, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(data_dir, tmp_path_factory):
+    """8 train and 4 valid images with fractures, copied with their labels."""
+    root = tmp_path_factory.mktemp("tiny")
+    for split, count in (("train", 8), ("valid", 4)):
+        labels = sorted(p for p in (data_dir / split / "labels").glob("*.txt") if p.stat().st_size)
+        for sub in ("images", "labels"):
+            (root / split / sub).mkdir(parents=True)
+        for label in labels[:: max(1, len(labels) // count)][:count]:
+            shutil.copy(label, root / split / "labels")
+            shutil.copy(data_dir / split / "images" / f"{label.stem}.jpg", root / split / "images")
+    (root / "data.yaml").write_text((data_dir / "data.yaml").read_text())
+    return root / "data.yaml"
+
+
+def _epochs_in(results_csv):
+    with results_csv.open(newline="") as f:
+        return [int(float(row["epoch"])) for row in csv.DictReader(f)]
+
+
+def test_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_path):
+    from bonefrac.train import TrainError
+    from bonefrac.train.curve import checkpoint_epoch, read_curve, score_snapshot
+    from bonefrac.train.yolo11 import Yolo11TrainConfig, train_yolo11
+
+    snapshot = tmp_path / "snapshot"
+    config = Yolo11TrainConfig(
+        data=str(tiny_data),
+        imgsz=64,
+        epochs=2,
+        batch=4,
+        workers=0,
+        project=str(tmp_path / "runs"),
+        name="tiny",
+        cache="ram",
+        snapshot=str(snapshot),
+    )
+
+    def stop_after_first_epoch(trainer):
+        trainer.stop = True  # as a session that ends after one epoch
+
+    train_yolo11(config, callbacks={"on_fit_epoch_end": stop_after_first_epoch})
+    assert (snapshot / "checkpoint.pt").is_file()
+    assert checkpoint_epoch(snapshot / "checkpoint.pt")[0] == 1
+    assert _epochs_in(snapshot / "results.csv") == [1]
+
+    # A new machine: the run folder is gone, only the committed snapshot is left.
+    shutil.rmtree(tmp_path / "runs")
+    train_yolo11(config, resume=True)
+    assert checkpoint_epoch(snapshot / "checkpoint.pt")[0] == 2
+    assert _epochs_in(snapshot / "results.csv") == [1, 2]
+
+    point = score_snapshot(snapshot, data=str(tiny_data), imgsz=64)
+    assert point.epoch == 2 and point.train_hours > 0
+    assert 0.0 <= point.ap50 <= 1.0 and 0.0 <= point.sens_at_1fp <= 1.0
+    assert read_curve(snapshot) == [point]
+    assert (snapshot / "curve.png").stat().st_size > 0
+
+    # Without a run folder or a snapshot there is nothing to resume: a clear error.
+    empty = Yolo11TrainConfig(data=str(tiny_data), project=str(tmp_path / "none"), name="x")
+    with pytest.raises(TrainError, match="nothing to resume"):
+        train_yolo11(empty, resume=True)

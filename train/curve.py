@@ -1,0 +1,163 @@
+"""Learning curves scored by the project's own evaluator.
+
+A long training run leaves a snapshot folder (``docs/train/<run>/``: ``checkpoint.pt``,
+``results.csv``). Every few epochs :func:`score_snapshot` exports the snapshot's checkpoint
+through the one export path (``bonefrac.export``) into a scratch model repository, runs the
+evaluator in-process on the valid split (the same pipeline the server runs; the tests check the
+two agree) and appends one row to ``curve.csv``: epoch, cumulative training time, 6-class AP50,
+AP50-95, sensitivity at 1 false positive per image. :func:`plot_curve` draws ``curve.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+CURVE_CSV = "curve.csv"
+CURVE_PNG = "curve.png"
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One evaluation of a checkpoint on valid (6-class protocol, the published one)."""
+
+    epoch: int
+    train_hours: float
+    ap50: float
+    ap50_95: float
+    sens_at_1fp: float
+    scored_at: str
+
+
+def read_curve(folder: str | Path) -> list[CurvePoint]:
+    path = Path(folder) / CURVE_CSV
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [
+            CurvePoint(
+                epoch=int(r["epoch"]),
+                train_hours=float(r["train_hours"]),
+                ap50=float(r["ap50"]),
+                ap50_95=float(r["ap50_95"]),
+                sens_at_1fp=float(r["sens_at_1fp"]),
+                scored_at=r["scored_at"],
+            )
+            for r in csv.DictReader(f)
+        ]
+
+
+def _append(folder: Path, point: CurvePoint) -> None:
+    path = folder / CURVE_CSV
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[x.name for x in fields(CurvePoint)])
+        if new:
+            writer.writeheader()
+        writer.writerow(asdict(point))
+
+
+def checkpoint_epoch(checkpoint: Path) -> tuple[int, float]:
+    """(epochs completed, training hours so far) of an Ultralytics checkpoint."""
+    import torch
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    epoch = int(ckpt.get("epoch", -1)) + 1
+    results = ckpt.get("train_results") or {}
+    times = results.get("time") or [0.0]
+    return epoch, float(times[-1]) / 3600.0
+
+
+def score_snapshot(
+    folder: str | Path, *, data: str, imgsz: int, limit: int | None = None
+) -> CurvePoint:
+    """Export the snapshot's YOLO11 checkpoint and score it on valid; append to curve.csv."""
+    from bonefrac.client.evaluate import evaluate, in_process_model
+    from bonefrac.export.yolo11 import export_yolo11
+
+    folder = Path(folder)
+    checkpoint = folder / "checkpoint.pt"
+    epoch, hours = checkpoint_epoch(checkpoint)
+    with tempfile.TemporaryDirectory(prefix="bonefrac-curve-") as repo:
+        export_yolo11(out=repo, weights=checkpoint, imgsz=imgsz, name="yolo11")
+        report = evaluate(
+            in_process_model(repo, "yolo11"),
+            data=data,
+            split="valid",
+            protocol="6class",
+            cache_dir=None,
+            progress=False,
+            limit=limit,
+        )
+    point = CurvePoint(
+        epoch=epoch,
+        train_hours=round(hours, 3),
+        ap50=round(report["ap50"], 5),
+        ap50_95=round(report["ap50_95"], 5),
+        sens_at_1fp=round(report["sens_at_1fp"], 5),
+        scored_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    _append(folder, point)
+    plot_curve(folder)
+    return point
+
+
+def plot_curve(folder: str | Path, *, published_ap50: float | None = None) -> Path | None:
+    """``curve.png``: valid AP50, AP50-95 and sensitivity at 1 FP/image against training hours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    points = read_curve(folder)
+    if not points:
+        return None
+    hours = [p.train_hours for p in points]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(hours, [p.ap50 for p in points], "o-", label="AP50")
+    ax.plot(hours, [p.ap50_95 for p in points], "s-", label="AP50-95")
+    ax.plot(hours, [p.sens_at_1fp for p in points], "^--", label="sensitivity @ 1 FP/image")
+    if published_ap50 is not None:
+        ax.axhline(published_ap50, color="grey", ls=":", label="published AP50 (pretrained)")
+    for p in points:
+        ax.annotate(
+            f"e{p.epoch}",
+            (p.train_hours, p.ap50),
+            fontsize=7,
+            xytext=(2, 3),
+            textcoords="offset points",
+        )
+    ax.set_xlabel("training time (hours, this machine)")
+    ax.set_ylabel("valid, 6-class (bonefrac eval)")
+    ax.set_title(f"{folder.name}: learning curve")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = folder / CURVE_PNG
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def watch(folder: str | Path, *, data: str, imgsz: int, every: int, poll_s: float = 60.0) -> None:
+    """Score the snapshot each time its epoch reaches a multiple of ``every`` (runs beside the
+    training, until interrupted)."""
+    folder = Path(folder)
+    scored = {p.epoch for p in read_curve(folder)}
+    while True:
+        checkpoint = folder / "checkpoint.pt"
+        if checkpoint.is_file():
+            epoch, _ = checkpoint_epoch(checkpoint)
+            if epoch % every == 0 and epoch not in scored:
+                point = score_snapshot(folder, data=data, imgsz=imgsz)
+                scored.add(point.epoch)
+                print(
+                    f"epoch {point.epoch}: AP50 {point.ap50:.4f} AP50-95 {point.ap50_95:.4f} "
+                    f"sens@1FP {point.sens_at_1fp:.3f}",
+                    flush=True,
+                )
+        time.sleep(poll_s)
