@@ -45,6 +45,7 @@ def test_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_pat
         workers=0,
         project=str(tmp_path / "runs"),
         name="tiny",
+        precision="bfloat16",  # CPU autocast: Ultralytics' own bf16 is CUDA-only
         cache="ram",
         snapshot=str(snapshot),
     )

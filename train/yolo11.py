@@ -30,6 +30,9 @@ class Yolo11TrainConfig:
         patience: stop after this many epochs without improvement on valid.
         project: folder that holds runs.
         name: this run's folder name inside ``project``.
+        precision: ``"float32"``, or ``"bfloat16"``: autocast of the forward pass and loss
+            (weights, optimizer and checkpoints stay float32/FP16 as usual); on a CPU with
+            AVX-512 BF16 this halves the step time (``docs/train/speed.json``).
         cache: ``"ram"`` keeps the decoded, resized images in memory (no JPEG decoding after
             the first epoch), ``"disk"`` or ``""`` (decode every time).
         snapshot: a folder (committed with the repository) that receives a copy of the
@@ -50,6 +53,7 @@ class Yolo11TrainConfig:
     patience: int = 100
     project: str = "runs/train"
     name: str = "yolo11n"
+    precision: str = "float32"
     cache: str = "ram"
     snapshot: str | None = None
 
@@ -74,6 +78,22 @@ def _prepare(threads: int):
 
     # Ultralytics resets torch to cpu_count - 1 threads when it selects the CPU.
     torch_utils.NUM_THREADS = threads
+    _allow_bf16_autocast_on_cpu()
+
+
+def _allow_bf16_autocast_on_cpu() -> None:
+    """Ultralytics' ``amp="bf16"`` is CUDA-only (it raises elsewhere); on the CPU, use torch's
+    own bfloat16 autocast instead. Other requests go to Ultralytics' function unchanged."""
+    import torch
+    from ultralytics.engine import trainer as trainer_module
+    from ultralytics.utils.torch_utils import autocast as ultralytics_autocast
+
+    def autocast(enabled, device: str = "cuda"):
+        if device == "cpu" and enabled is torch.bfloat16:
+            return torch.amp.autocast("cpu", dtype=torch.bfloat16)
+        return ultralytics_autocast(enabled, device=device)
+
+    trainer_module.autocast = autocast
 
 
 def train_yolo11(
@@ -126,7 +146,7 @@ def train_yolo11(
             workers=config.workers,
             cache=_cache_arg(config.cache),
             device="cpu",
-            amp=False,
+            amp="bf16" if config.precision == "bfloat16" else False,
             pretrained=False,
             patience=config.patience,
             project=str(run_dir.parent),
