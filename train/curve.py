@@ -60,6 +60,18 @@ def _append(folder: Path, point: CurvePoint) -> None:
         writer.writerow(asdict(point))
 
 
+def cumulative_seconds(times: list[float]) -> list[float]:
+    """Ultralytics' ``time`` column restarts from 0 in each resumed session: add the sessions
+    up so that the curve's x axis is the run's whole training time."""
+    total, offset, previous = [], 0.0, 0.0
+    for t in times:
+        if t < previous:
+            offset += previous
+        total.append(offset + t)
+        previous = t
+    return total
+
+
 def checkpoint_epoch(checkpoint: Path) -> tuple[int, float]:
     """(epochs completed, training hours so far) of an Ultralytics checkpoint."""
     import torch
@@ -67,8 +79,8 @@ def checkpoint_epoch(checkpoint: Path) -> tuple[int, float]:
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     epoch = int(ckpt.get("epoch", -1)) + 1
     results = ckpt.get("train_results") or {}
-    times = results.get("time") or [0.0]
-    return epoch, float(times[-1]) / 3600.0
+    times = cumulative_seconds([float(t) for t in results.get("time") or [0.0]])
+    return epoch, times[-1] / 3600.0
 
 
 def score_snapshot(
@@ -161,3 +173,31 @@ def watch(folder: str | Path, *, data: str, imgsz: int, every: int, poll_s: floa
                     flush=True,
                 )
         time.sleep(poll_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m bonefrac.train.curve",
+        description="Score a YOLO11 training snapshot (docs/train/RUN) with bonefrac eval on "
+        "the valid split and append the point to its curve.csv / curve.png; --every N keeps "
+        "watching the snapshot and scores each N-th epoch.",
+    )
+    p.add_argument("snapshot", help="snapshot folder, e.g. docs/train/yolo11n-640")
+    p.add_argument("--data", required=True, metavar="DATA.yaml", help="dataset yaml")
+    p.add_argument("--every", type=int, metavar="N", help="watch; score every N-th epoch")
+    args = p.parse_args(argv)
+    import json
+
+    imgsz = json.loads((Path(args.snapshot) / "bonefrac_train.json").read_text())["config"]["imgsz"]
+    if args.every:
+        watch(args.snapshot, data=args.data, imgsz=imgsz, every=args.every)
+        return 0
+    point = score_snapshot(args.snapshot, data=args.data, imgsz=imgsz)
+    print(f"epoch {point.epoch}: AP50 {point.ap50:.4f} AP50-95 {point.ap50_95:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

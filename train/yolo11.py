@@ -7,7 +7,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +240,37 @@ def _record_time(run_dir: Path, seconds: float) -> None:
     record.setdefault("sessions_s", []).append(round(seconds, 1))
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def resume_snapshot(folder: str | Path) -> Path:
+    """Resume the run whose snapshot (committed record + checkpoint) is in ``folder``, with the
+    configuration it was started with; returns the best checkpoint."""
+    folder = Path(folder)
+    record = folder / "bonefrac_train.json"
+    if not record.is_file():
+        raise TrainError(f"{record} does not exist: not a training snapshot folder")
+    fields = Yolo11TrainConfig.__dataclass_fields__
+    saved = json.loads(record.read_text())["config"]
+    config = Yolo11TrainConfig(**{k: v for k, v in saved.items() if k in fields})
+    config = replace(config, snapshot=str(folder))
+    return train_yolo11(config, resume=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bonefrac.train.yolo11 SNAPSHOT_DIR...``: resume long runs one after another."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m bonefrac.train.yolo11", description=main.__doc__)
+    p.add_argument("snapshots", nargs="+", help="snapshot folders, e.g. docs/train/yolo11n-640")
+    args = p.parse_args(argv)
+    for folder in args.snapshots:
+        try:
+            print(f"best checkpoint: {resume_snapshot(folder)}")
+        except TrainError as exc:
+            print(f"bonefrac train: {exc}")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,215 @@
+"""``docs/train/README.md``: the training runs, their learning curves, the equal-time comparison
+and the step-speed measurements, written from the committed records (never typed).
+
+``python -m bonefrac.train.report --docs docs/train`` rewrites it; a test checks the committed
+file equals what this makes from the records beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from bonefrac.train.curve import CURVE_PNG, cumulative_seconds, read_curve
+
+DATA_CREDIT = (
+    "Data: Bone Fracture Detection (Roboflow `veda/bone-fracture-detection-daoon` v4), CC BY 4.0 "
+    "(`../shared/data/bone-fracture-yolo8/SOURCE.md`); train split for training, valid split "
+    "for every figure here."
+)
+CHECKPOINTS_H = (0.5, 1, 2, 4, 8)  # equal-time comparison points, hours of training
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def yolo_run(folder: Path) -> dict[str, Any] | None:
+    """A YOLO11 run's record: config, epochs, hours, Ultralytics' own val mAP50 per epoch."""
+    results = folder / "results.csv"
+    record = folder / "bonefrac_train.json"
+    if not results.is_file() or not record.is_file() or "imgsz" not in _config(record):
+        return None
+    rows = _rows(results)
+    hours = [s / 3600 for s in cumulative_seconds([float(r["time"]) for r in rows])]
+    return {
+        "name": folder.name,
+        "config": _config(record),
+        "epochs": [int(float(r["epoch"])) for r in rows],
+        "hours": hours,
+        "map50": [float(r["metrics/mAP50(B)"]) for r in rows],
+        "curve": read_curve(folder),
+    }
+
+
+def _config(record: Path) -> dict[str, Any]:
+    return json.loads(record.read_text()).get("config", {})
+
+
+def map50_by(run: dict[str, Any], hours: float) -> float | None:
+    """Best val mAP50 reached within ``hours`` of training (None if the run is shorter)."""
+    if not run["hours"] or run["hours"][-1] < hours:
+        return None
+    return max(m for h, m in zip(run["hours"], run["map50"]) if h <= hours)
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def runs_section(runs: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Runs",
+        "",
+        "| run | model | image size | precision | epochs done / planned | training hours | "
+        "val mAP50 (Ultralytics, 7-class), last | valid AP50 (bonefrac eval, 6-class), last |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in runs:
+        cfg, curve = run["config"], run["curve"]
+        last = curve[-1] if curve else None
+        lines.append(
+            f"| {run['name']} | {cfg.get('model', '?').removesuffix('.yaml')} | "
+            f"{cfg.get('imgsz')} | {cfg.get('precision', 'float32')} | "
+            f"{run['epochs'][-1]} / {cfg.get('epochs')} | {_f(run['hours'][-1], 2)} | "
+            f"{_f(run['map50'][-1], 4)} | "
+            + (f"{last.ap50:.4f} (epoch {last.epoch})" if last else "not scored yet")
+            + " |"
+        )
+    return lines + [""]
+
+
+def equal_time_section(runs: list[dict[str, Any]]) -> list[str]:
+    header = " | ".join(f"{h:g} h" for h in CHECKPOINTS_H)
+    lines = [
+        "## At equal training time",
+        "",
+        "Best val mAP50 (Ultralytics' validation after each epoch, 7 classes) reached within each "
+        "budget of training time on this 2-core CPU; – where the run has not trained that long. "
+        "Pick by this slope, not by loss. Times are wall-clock on a machine that also ran the "
+        "test suite and other work now and then, so they favour no run in particular.",
+        "",
+        f"| run | {header} |",
+        "| --- | " + " | ".join("---" for _ in CHECKPOINTS_H) + " |",
+    ]
+    for run in runs:
+        cells = " | ".join(_f(map50_by(run, h), 4) for h in CHECKPOINTS_H)
+        lines.append(f"| {run['name']} | {cells} |")
+    return lines + [""]
+
+
+def curves_section(runs: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Learning curves (bonefrac eval, valid, 6-class)",
+        "",
+        "Every few epochs the run's snapshot is exported through `bonefrac export` and scored "
+        "in-process by `bonefrac eval` (the pipeline the server runs) on the 348 valid images: "
+        "`python -m bonefrac.train.curve` (see below). `curve.csv` is the record.",
+        "",
+    ]
+    for run in runs:
+        if not run["curve"]:
+            continue
+        lines += [
+            f"### {run['name']}",
+            "",
+            "| epoch | training hours | AP50 | AP50-95 | sensitivity @ 1 FP/image |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {p.epoch} | {p.train_hours:.2f} | {p.ap50:.4f} | {p.ap50_95:.4f} | "
+            f"{p.sens_at_1fp:.3f} |"
+            for p in run["curve"]
+        ]
+        lines += ["", f"![{run['name']}]({run['name']}/{CURVE_PNG})", ""]
+    return lines
+
+
+def speed_section(docs: Path) -> list[str]:
+    path = docs / "speed.json"
+    if not path.is_file():
+        return []
+    rec = json.loads(path.read_text())
+    steps = rec["steps"]
+    base = steps.get("yolo11n 640px float32", next(iter(steps.values())))["s_per_image"]
+    lines = [
+        "## What a training step costs (s/image/epoch)",
+        "",
+        f"`{rec['command']}` on {rec['machine']['cpus']} CPUs, {rec['date']}, torch "
+        f"{rec['torch']}, {rec['threads']} threads, batch {rec['batch']}, median of "
+        f"{rec['rounds']} interleaved rounds (load average {rec['machine']['load_avg_start']:.1f} "
+        f"at start, {rec['machine']['load_avg_end']:.1f} at end: compare ratios, not absolute "
+        "times).",
+        "",
+        "| variant | s/image (step) | relative to yolo11n 640 px float32 |",
+        "| --- | --- | --- |",
+    ]
+    lines += [
+        f"| {label} | {row['s_per_image']:.4f} | {row['s_per_image'] / base:.2f}x |"
+        for label, row in steps.items()
+    ]
+    lines += [
+        "",
+        "| image size | JPEG decode + letterbox, ms/image | from the RAM cache, ms/image |",
+        "| --- | --- | --- |",
+    ]
+    lines += [
+        f"| {row['imgsz']} | {row['decode_s_per_image'] * 1000:.1f} | "
+        f"{row['cached_s_per_image'] * 1000:.2f} |"
+        for row in rec["loading"]
+    ]
+    return lines + [""]
+
+
+RESUME = """## Resume, on this machine or a new one
+
+Each long run mirrors its checkpoint (`checkpoint.pt`: weights, optimizer state, epoch and
+schedule), `results.csv` and `args.yaml` into its folder here after every epoch; commit the
+folder before a session ends. A new machine resumes from it (the run folder under `runs/` is
+rebuilt from the snapshot):
+
+```bash
+make train        # resumes every long run below in the background (nice), logs in runs/
+make train-curve  # scores the newest snapshots with bonefrac eval, updates curve.csv/png
+```
+"""
+
+
+def render(docs: str | Path) -> str:
+    docs = Path(docs)
+    runs = [r for f in sorted(docs.iterdir()) if f.is_dir() and (r := yolo_run(f))]
+    lines = [
+        "# Training runs",
+        "",
+        "Written by `python -m bonefrac.train.report --docs docs/train` from the records in "
+        "this folder; do not edit by hand.",
+        "",
+        DATA_CREDIT,
+        "",
+        *runs_section(runs),
+        *equal_time_section(runs),
+        *curves_section(runs),
+        *speed_section(docs),
+        RESUME,
+    ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bonefrac.train.report", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--docs", default="docs/train", help="records folder (default: %(default)s)")
+    args = p.parse_args(argv)
+    out = Path(args.docs) / "README.md"
+    out.write_text(render(args.docs))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
