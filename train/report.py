@@ -139,7 +139,8 @@ def speed_section(docs: Path) -> list[str]:
     lines = [
         "## What a training step costs (s/image/epoch)",
         "",
-        f"`{rec['command']}` on {rec['machine']['cpus']} CPUs, {rec['date']}, torch "
+        f"`{rec['command']}` on {rec['machine']['cpus']} cores of "
+        f"{rec['machine'].get('cpu', 'an unrecorded CPU')}, {rec['date']}, torch "
         f"{rec['torch']}, {rec['threads']} threads, batch {rec['batch']}, median of "
         f"{rec['rounds']} interleaved rounds (load average {rec['machine']['load_avg_start']:.1f} "
         f"at start, {rec['machine']['load_avg_end']:.1f} at end: compare ratios, not absolute "

@@ -221,12 +221,14 @@ def _save_config(config: Yolo11TrainConfig, run_dir: Path) -> None:
     import torch
     import ultralytics
 
+    from bonefrac.train.speed import cpu_model
+
     record = {
         "config": asdict(config),
         "versions": {"ultralytics": ultralytics.__version__, "torch": torch.__version__},
         "machine": {
             "platform": platform.platform(),
-            "processor": platform.processor(),
+            "processor": cpu_model(),
             "cpus": os.cpu_count(),
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
