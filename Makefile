@@ -1,6 +1,6 @@
 # bonefrac: the two commands of the README, and what they need.
 #   make demo   set up (once) and serve the bundled models on 127.0.0.1
-#   make test   set up (once, with the export extras) and run the whole test suite
+#   make test   set up (once, with every extra) and run the whole test suite
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -20,22 +20,24 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo   set up and run the demo (Triton on 127.0.0.1 with the bundled models)"
-	@echo "make test   set up everything (export extras included) and run the test suite"
+	@echo "make test   set up everything (every extra) and run the test suite"
 	@echo "make lint   ruff over the code"
 	@echo "make bench  the whole benchmark on this machine (run it idle): benchmarks/RESULTS.md"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Base install: serving, client, UI, benchmarks (no torch).
-$(VENV)/.base: pyproject.toml | $(BIN)/python
-	$(PIP) -e . 2>&1 | $(QUIET)
+# What the demo needs: serving, client and the UI extra (Gradio, DICOM, the evaluator); no torch.
+$(VENV)/.ui: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[ui]' 2>&1 | $(QUIET)
 	touch $@
 
-# Everything, in ONE pip command: a second pip run could upgrade numpy past nvidia-pytriton's pin.
+# Everything, every extra in ONE pip command: a second pip run could upgrade numpy past
+# nvidia-pytriton's pin. tests/test_packaging.py checks that this list names every extra.
+EXTRAS := export,dev,ui,eval,dicom,bench,triton
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[export,dev]' 2>&1 | $(QUIET)
-	touch $@ $(VENV)/.base
+	$(PIP) -e '.[$(EXTRAS)]' 2>&1 | $(QUIET)
+	touch $@ $(VENV)/.ui
 
 # Fallbacks when a bundled model is missing: seeded random weights. The committed YOLO11 was
 # trained (docs/MODELS.md): to retrain, bonefrac train yolo11 ... --export-to model_repository.
@@ -49,7 +51,7 @@ $(FRCNN_ONNX):
 	$(BIN)/bonefrac export frcnn --random --data $(DATA)/data.yaml --replace \
 	  --parity-images $(DATA)/valid/images
 
-demo: $(VENV)/.base $(YOLO_ONNX) $(FRCNN_ONNX)
+demo: $(VENV)/.ui $(YOLO_ONNX) $(FRCNN_ONNX)
 	exec $(BIN)/bonefrac demo --repository model_repository --data $(DATA)/data.yaml
 
 # The UI test drives Debian's Chromium (Playwright never downloads a browser here).

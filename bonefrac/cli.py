@@ -135,9 +135,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Optional modules (each the name of its distribution too) and the extra (pyproject.toml) that
+#: installs each; the benchmark commands name their own extra for any of them.
+EXTRA_OF_MODULE = {
+    "gradio": "ui",
+    "pycocotools": "eval",
+    "matplotlib": "eval",
+    "pydicom": "dicom",
+    "fastapi": "bench",
+    "uvicorn": "bench",
+    "aiohttp": "bench",
+    "psutil": "bench",
+    "torch": "export",
+    "torchvision": "export",
+    "ultralytics": "export",
+    "onnx": "export",
+    "onnxslim": "export",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:  # an extra that is not installed: say which
+        extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        if args.command in ("bench", "soak"):
+            extra = "bench"
+        print(
+            f"bonefrac {args.command}: {exc}: this command needs the [{extra}] extra: "
+            f"pip install 'bonefrac[{extra}]'",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -52,12 +52,15 @@ class ModelUnderTest:
         detect: encoded bytes -> detections, at the evaluation threshold.
         content_sha256: SHA-256 of the model's ONNX file ("" when unknown: nothing is cached).
         source: where it ran, e.g. ``"triton grpc://127.0.0.1:8001"`` or ``"in-process"``.
+        iou_threshold: the NMS IoU its detections come with (the model spec's default, which
+            ``detect`` does not override); part of the cache key. None when unknown.
     """
 
     name: str
     detect: DetectFn
     content_sha256: str
     source: str
+    iou_threshold: float | None = None
 
 
 def default_cache_dir() -> Path:
@@ -244,7 +247,7 @@ def evaluate(
         split=split,
         protocol=protocol,
         conf=conf_threshold,
-        iou=None,
+        iou=model.iou_threshold,
         operating_threshold=operating_threshold,
     )
     cacheable = bool(model.content_sha256) and cache_dir is not None and limit is None
@@ -305,13 +308,16 @@ def served_model(
 ) -> ModelUnderTest:
     """A model served by Triton; its content hash comes from the ensemble's config."""
     from bonefrac.client import connect
+    from bonefrac.spec import spec_from_json
 
     client = connect(server, model=name, timeout_s=timeout_s)
-    sha = client.model_parameters().get("model_sha256", "")
+    parameters = client.model_parameters()
+    spec = spec_from_json(parameters["spec"]) if "spec" in parameters else None
     return ModelUnderTest(
         name=name,
-        content_sha256=sha,
+        content_sha256=parameters.get("model_sha256", ""),
         source=f"triton grpc://{server}",
+        iou_threshold=spec.iou_threshold if spec is not None else None,
         detect=lambda data: client.detect(data, conf_threshold=conf_threshold),
     )
 
@@ -328,6 +334,7 @@ def in_process_model(
         name=name,
         content_sha256=file_sha256(pipeline.onnx_path),
         source="in-process",
+        iou_threshold=pipeline.spec.iou_threshold,
         detect=lambda data: pipeline.detect(data, conf_threshold=conf_threshold),
     )
 

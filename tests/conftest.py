@@ -49,9 +49,7 @@ def triton(repository: Path, tmp_path_factory: pytest.TempPathFactory):
     from bonefrac.server import TritonServer
 
     log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
-    server = TritonServer(
-        repository, grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=120, log_path=log
-    )
+    server = TritonServer.ephemeral(repository, startup_timeout_s=120, log_path=log)
     server.start()
     yield server
     server.stop()

@@ -28,11 +28,8 @@ def test_parse_servers():
 @pytest.fixture()
 def two_servers(repository):
     servers = [
-        TritonServer(
+        TritonServer.ephemeral(
             repository,
-            grpc_port=0,
-            http_port=0,
-            metrics_port=0,
             model_control="explicit",
             load_models=["yolo11"],
             startup_timeout_s=120,
@@ -46,14 +43,30 @@ def two_servers(repository):
         s.stop()
 
 
+def _answered(server: TritonServer, model: str = "yolo11") -> int:
+    """Requests ``model`` answered successfully on ``server``, from Triton's own statistics."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(server.grpc_url) as raw:
+        stats = raw.get_inference_statistics(model, as_json=True)["model_stats"]
+    return sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats)
+
+
+def _shares(servers, run) -> list[int]:
+    """How many requests each server answered while ``run()`` ran."""
+    before = [_answered(s) for s in servers]
+    run()
+    return [_answered(s) - n for s, n in zip(servers, before)]
+
+
 def test_balanced_traffic_and_failover_without_failed_requests(two_servers, valid_images):
     a, b = two_servers
     data = valid_images[0].read_bytes()
     client = connect(f"{a.grpc_url},{b.grpc_url}", model="yolo11", retry=NO_RETRY, timeout_s=60)
     assert isinstance(client, BalancedDetectionClient)
-    for _ in range(10):
-        client.detect(data)
-    assert all(n >= 4 for n in client.requests_per_server.values()), client.requests_per_server
+    shares = _shares(two_servers, lambda: [client.detect(data) for _ in range(10)])
+    assert sum(shares) == 10 and min(shares) >= 4, shares  # round robin, counted by the servers
+    assert sorted(client.requests_per_server.values()) == sorted(shares)
 
     failures, done, stop = [], [0], threading.Event()
 
@@ -71,19 +84,22 @@ def test_balanced_traffic_and_failover_without_failed_requests(two_servers, vali
     time.sleep(2.0)
     before_stop = done[0]
     a.stop()  # one server goes away mid-run
+    b_at_stop = _answered(b)
     time.sleep(4.0)
     stop.set()
     for t in threads:
         t.join(timeout=60)
     assert not failures, failures[:3]
-    assert done[0] > before_stop  # requests kept succeeding on the other server
+    assert done[0] > before_stop  # requests kept succeeding ...
+    assert _answered(b) > b_at_stop  # ... on the other server
 
 
 def test_bench_drives_two_servers(two_servers, data_dir, tmp_path):
     a, b = two_servers
-    rates = {}
+    rates, shares = {}, {}
     for label, servers in (("one", a.grpc_url), ("two", f"{a.grpc_url},{b.grpc_url}")):
         out = tmp_path / label
+        before = [_answered(a), _answered(b)]
         result = subprocess.run(
             [
                 sys.executable,
@@ -115,5 +131,12 @@ def test_bench_drives_two_servers(two_servers, data_dir, tmp_path):
         run = json.loads((out / "runs.json").read_text())["runs"][0]
         assert run["errors"] == 0
         rates[label] = run["throughput_rps"]
-    print(f"throughput one server {rates['one']:.2f}/s, two servers {rates['two']:.2f}/s")
+        shares[label] = [_answered(a) - before[0], _answered(b) - before[1]]
+    print(
+        f"throughput one server {rates['one']:.2f}/s, two servers {rates['two']:.2f}/s; "
+        f"requests per server {shares}"
+    )
     assert rates["two"] > 0 and rates["one"] > 0
+    # Triton's statistics: the one-server run reached only a, the two-server run both, evenly.
+    assert shares["one"][0] > 0 and shares["one"][1] == 0, shares
+    assert min(shares["two"]) >= 0.3 * sum(shares["two"]) > 0, shares

@@ -139,7 +139,7 @@ def test_default_threshold_is_set_from_an_eval_report(repository, tmp_path, vali
     import subprocess
     import sys
 
-    from bonefrac.pipeline import InProcessPipeline, read_repository_model
+    from bonefrac.pipeline import InProcessPipeline
 
     repo = tmp_path / "repo"
     for step in ("yolo11", "yolo11_preprocess", "yolo11_detector", "yolo11_postprocess"):
@@ -164,8 +164,19 @@ def test_default_threshold_is_set_from_an_eval_report(repository, tmp_path, vali
     after = read_repository_model(repo, "yolo11")
     assert after.spec.conf_threshold == 0.0123
     assert after.spec.model_sha256 == before.spec.model_sha256
-    detections = InProcessPipeline(repo, "yolo11").detect(valid_images[0].read_bytes())
-    assert all(s >= 0.0123 for s in detections.scores)
+    # Requests without a threshold now get 0.0123: exactly what asking for it gives, and more
+    # boxes than the committed default (0.0321) gave.
+    pipeline = InProcessPipeline(repo, "yolo11")
+    images = [p.read_bytes() for p in valid_images]
+    now = [pipeline.detect(data) for data in images]
+    assert sum(map(len, now)) > 0
+    for data, found in zip(images, now):
+        asked = pipeline.detect(data, conf_threshold=0.0123)
+        assert found.scores.tolist() == asked.scores.tolist()
+        assert all(s >= 0.0123 for s in found.scores)
+    committed = InProcessPipeline(repository, "yolo11")
+    assert before.spec.conf_threshold > 0.0123
+    assert sum(map(len, now)) > sum(len(committed.detect(data)) for data in images)
 
     missing = threshold("--from-eval", str(report), "--fp-rate", "8")
     assert missing.returncode == 1 and "no threshold at 8 FP/image" in missing.stderr

@@ -92,6 +92,29 @@ def test_cache_is_reused_and_invalidated(triton, small_data, tmp_path):
     assert not evaluate(model, data=small_data, cache_dir=tmp_path, progress=False)["cache"]["hit"]
 
 
+def test_cache_key_is_the_iou_the_model_applies(triton, repository, small_data, tmp_path):
+    """The evaluator sends no IoU, so the model's own default applies: two repositories with the
+    same ONNX file and different default IoUs give different reports and cache entries."""
+    from bonefrac.export.repository import write_repository
+    from bonefrac.pipeline import read_repository_model
+
+    found = read_repository_model(repository, "yolo11")
+    assert served_model(triton.grpc_url, "yolo11").iou_threshold == found.spec.iou_threshold
+    same, tighter = tmp_path / "same", tmp_path / "tighter"
+    write_repository(found.spec, found.onnx_path, same)
+    write_repository(dataclasses.replace(found.spec, iou_threshold=0.3), found.onnx_path, tighter)
+    cache = tmp_path / "cache"
+    first = evaluate(
+        in_process_model(same, "yolo11"), data=small_data, cache_dir=cache, progress=False
+    )
+    other = evaluate(
+        in_process_model(tighter, "yolo11"), data=small_data, cache_dir=cache, progress=False
+    )
+    assert first["model"]["sha256"] == other["model"]["sha256"]
+    assert not other["cache"]["hit"] and other["cache"]["key"] != first["cache"]["key"]
+    assert 0 < other["counts"]["detections"] < first["counts"]["detections"]
+
+
 def test_eval_cli_writes_json_and_plots(triton, small_data, tmp_path):
     out = tmp_path / "report.json"
     result = subprocess.run(

@@ -35,14 +35,8 @@ def _yolo_only(repository: Path, tmp_path: Path) -> Path:
 
 
 def _server(repo: Path, **kw) -> TritonServer:
-    return TritonServer(
-        repo,
-        grpc_port=kw.pop("grpc_port", 0),
-        http_port=0,
-        metrics_port=0,
-        startup_timeout_s=kw.pop("startup_timeout_s", 120),
-        **kw,
-    )
+    kw.setdefault("startup_timeout_s", 120)
+    return TritonServer.ephemeral(repo, **kw)
 
 
 def test_kill_under_load_then_clients_recover(repository, tmp_path, valid_images):

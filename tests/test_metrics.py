@@ -91,18 +91,7 @@ def test_perfect_predictions():
         _img([B, C], [1, 0], [B, C], [0.9, 0.8], [1, 0]),
         _img([], []),
     ]
-    samples = [
-        Sample(
-            image=__import__("pathlib").Path(f"{i}.jpg"),
-            height=100,
-            width=100,
-            boxes=i.gt_boxes.astype(np.float32),
-            class_ids=i.gt_classes,
-        )
-        for i in images
-    ]
-    gt = to_coco(samples, make_protocol("7class", NAMES), NAMES)
-    coco = coco_ap(gt, images, NAMES)
+    coco = coco_ap(_coco_gt(images), images, NAMES)
     assert coco.ap50_95 == pytest.approx(1.0) and coco.ap50 == pytest.approx(1.0)
     assert coco.per_class_ap == {"a": pytest.approx(1.0), "b": pytest.approx(1.0)}
     assert froc(images).mean == pytest.approx(1.0)
@@ -112,17 +101,7 @@ def test_perfect_predictions():
 
 def test_empty_predictions():
     images = [_img([A], [0]), _img([B], [1]), _img([], [])]
-    samples = [
-        Sample(
-            image=__import__("pathlib").Path(f"{i}.jpg"),
-            height=100,
-            width=100,
-            boxes=i.gt_boxes.astype(np.float32),
-            class_ids=i.gt_classes,
-        )
-        for i in images
-    ]
-    coco = coco_ap(to_coco(samples, make_protocol("7class", NAMES), NAMES), images, NAMES)
+    coco = coco_ap(_coco_gt(images), images, NAMES)
     assert coco.ap50_95 == 0.0 and coco.ap50 == 0.0
     assert froc(images).mean == 0.0
     assert image_level(images, threshold=0.5).sensitivity == 0.0

@@ -65,11 +65,8 @@ def test_full_queue_rejects_fast_and_retries_recover(repository, tmp_path, valid
     )
     write_repository(tiny_queue, found.onnx_path, tmp_path, replace=True)
     data = valid_images[0].read_bytes()
-    server = TritonServer(
+    server = TritonServer.ephemeral(
         tmp_path,
-        grpc_port=0,
-        http_port=0,
-        metrics_port=0,
         startup_timeout_s=120,
         model_control="explicit",
         load_models=["yolo11"],
