@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bonefrac.benchmarks.reliability import reload_model, stub_pid
 from bonefrac.client import (
     NO_RETRY,
     DetectionClient,
@@ -99,32 +100,17 @@ def test_kill_under_load_then_clients_recover(repository, tmp_path, valid_images
                 time.sleep(0.5)
 
 
-def _stub_pid(server: TritonServer, model: str) -> int:
-    """The PID of this server's Python stub for ``model`` (never another server's)."""
-    import psutil
-
-    for child in psutil.Process(server.pid).children(recursive=True):
-        try:
-            if any(model in part for part in child.cmdline()):
-                return child.pid
-        except psutil.NoSuchProcess:
-            continue
-    raise AssertionError(f"no stub process for {model} under tritonserver {server.pid}")
-
-
 def test_killed_python_stub(repository, tmp_path, valid_images):
     """Measure what Triton does when a Python stub dies, and how the model comes back: the
     stub is not restarted by itself (requests fail with "Stub process ... is not healthy");
     unloading and loading the model through explicit model control brings it back."""
-    import tritonclient.grpc as grpcclient
-
     repo = _yolo_only(repository, tmp_path)
     data = valid_images[0].read_bytes()
     server = _server(repo, model_control="explicit", load_models=["yolo11"])
     with server:
         client = DetectionClient(server.grpc_url, retry=NO_RETRY, timeout_s=30)
         client.detect(data)
-        os.kill(_stub_pid(server, "yolo11_postprocess"), signal.SIGKILL)
+        os.kill(stub_pid(server, "yolo11_postprocess"), signal.SIGKILL)
         killed = time.monotonic()
         failures, recovered_s, message = 0, None, ""
         while time.monotonic() - killed < 10:
@@ -139,12 +125,7 @@ def test_killed_python_stub(repository, tmp_path, valid_images):
         if recovered_s is None:
             assert "not healthy" in message or "unavailable" in message.lower(), message
             start = time.monotonic()
-            raw = grpcclient.InferenceServerClient(server.grpc_url)
-            raw.unload_model("yolo11_postprocess")  # a plain load of an unchanged model is a no-op
-            deadline = time.monotonic() + 60
-            while raw.is_model_ready("yolo11_postprocess") and time.monotonic() < deadline:
-                time.sleep(0.2)
-            raw.load_model("yolo11_postprocess")
+            reload_model(server.grpc_url, "yolo11_postprocess")  # a plain load is a no-op
             client.detect(data)
             recovered_s = time.monotonic() - killed
             print(
