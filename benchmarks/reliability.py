@@ -35,7 +35,16 @@ from typing import Any
 RECORD = Path("docs/reliability/record.json")
 DOC = Path("docs/RELIABILITY.md")
 ENSEMBLES = ("yolo11", "frcnn")
-STEPS = ("bad_input", "overload", "soak", "server_kill", "version_load", "stub_kill")
+STEPS = (
+    "bad_input",
+    "overload",
+    "soak",
+    "server_kill",
+    "version_load",
+    "stub_kill",
+    "tls",
+    "two_servers",
+)
 _T0 = time.monotonic()
 
 
@@ -462,6 +471,70 @@ def measure_stub_kill(server, data: bytes, *, window_s: float = 10.0) -> dict[st
     }
 
 
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1 made with ``openssl`` (valid one
+    day): ``(cert, key)`` PEM files in ``folder``."""
+    import subprocess
+
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def measure_tls(repository: Path, data: bytes, workdir: Path) -> dict[str, Any]:
+    """gRPC over TLS with a self-signed certificate: a TLS client and a plain-text one."""
+    from bonefrac.client import NO_RETRY, DetectionClient
+    from bonefrac.server import GrpcTls
+
+    progress("TLS: a server with a self-signed certificate, a TLS and a plain-text client")
+    folder = workdir / "tls"
+    repo = ensemble_copy(repository, "yolo11", folder / "repo")
+    cert, key = self_signed_certificate(folder)
+    with _server(repo, tls=GrpcTls(cert=cert, key=key)) as server:
+        secure = DetectionClient(
+            server.grpc_url, ssl=True, root_certificates=str(cert), retry=NO_RETRY, timeout_s=30
+        )
+        plain = DetectionClient(server.grpc_url, retry=NO_RETRY, timeout_s=5)
+        return {
+            "tls_client": _timed(lambda: secure.detect(data)),
+            "plain_client": _timed(lambda: plain.detect(data)),
+        }
+
+
+def measure_two_servers(repository: Path, data: bytes, *, threads: int = 4) -> dict[str, Any]:
+    """Two servers behind the client's balancing (``connect("a,b")``, no retries): how the
+    first requests spread, then one server stopped while ``threads`` clients send requests."""
+    from bonefrac.client import NO_RETRY, connect
+
+    progress("two servers: balanced traffic, then one stopped mid-run")
+    with (
+        _server(repository, model_control="explicit", load_models=["yolo11"]) as a,
+        _server(repository, model_control="explicit", load_models=["yolo11"]) as b,
+    ):
+        client = connect(f"{a.grpc_url},{b.grpc_url}", model="yolo11", retry=NO_RETRY)
+        for _ in range(10):
+            client.detect(data)
+        spread = sorted(client.requests_per_server.values())
+        with Loop(lambda: client.detect(data), threads=threads) as loop:
+            time.sleep(2.0)
+            before = loop.ok
+            a.stop()
+            time.sleep(4.0)
+        return {
+            "first_10_per_server": spread,
+            "threads": threads,
+            "ok_before_stop": before,
+            "ok_after_stop": loop.ok - before,
+            "during": loop.summary(),
+        }
+
+
 # -- the Markdown ---------------------------------------------------------------------------
 # What `make test` covers, by test file: the doc names these, tests/test_reliability_doc.py
 # checks that each exists.
@@ -472,6 +545,8 @@ TESTED_BY = {
     "server_kill": "tests/test_faults.py",
     "version_load": "tests/test_faults.py",
     "stub_kill": "tests/test_faults.py",
+    "tls": "tests/test_faults.py",
+    "two_servers": "tests/test_balance.py",
 }
 TITLES = {
     "bad_input": "bad-input corpus to both ensembles under background load",
@@ -480,6 +555,8 @@ TITLES = {
     "server_kill": "tritonserver SIGKILLed under load, restart, clients recover",
     "version_load": "new detector version loaded while serving",
     "stub_kill": "one Python stub SIGKILLed, model reloaded",
+    "tls": "gRPC over TLS with a self-signed certificate",
+    "two_servers": "two servers behind the client's balancing, one stopped mid-run",
 }
 TESTS_ONLY = (
     (
@@ -515,16 +592,6 @@ TESTS_ONLY = (
     (
         "a missing model artifact: start-up fails fast naming the model and the file",
         "tests/test_server_startup.py",
-    ),
-    (
-        "gRPC over TLS with a self-signed certificate: a TLS client succeeds, a plain-text client "
-        "is refused",
-        "tests/test_faults.py",
-    ),
-    (
-        "two servers behind the client's balancing: both get traffic, stopping one mid-run fails "
-        "no request",
-        "tests/test_balance.py",
     ),
 )
 
@@ -749,13 +816,17 @@ def _after(seconds: float | None, done: str, never: str) -> str:
     return f"{done} {seconds:g} s" if seconds is not None else f"{never} within 60 s"
 
 
+def _outcome(summary: dict[str, Any]) -> str:
+    """What a :class:`Loop` got: results, errors by type, the first message."""
+    return f"{summary['ok']} results, {_errors(summary)}{_first_message(summary)}"
+
+
 def _version_row(version: dict[str, Any]) -> str:
-    during = version["during_load"]
     return (
         f"version {version['new_version']} of `yolo11_detector` added and loaded (explicit "
         f"model control, {version['load_s']:g} s) while 4 clients without retries sent "
-        f"requests: {during['ok']} results, {_errors(during)}{_first_message(during)}; "
-        f"versions ready after: {', '.join(version['versions_ready'])}"
+        f"requests: {_outcome(version['during_load'])}; versions ready after: "
+        f"{', '.join(version['versions_ready'])}"
     )
 
 
@@ -775,11 +846,29 @@ def _stub_row(stub: dict[str, Any]) -> str:
     )
 
 
+def _tls_row(tls: dict[str, Any]) -> str:
+    return (
+        f"a client with `ssl=True` trusting the certificate: {_call(tls['tls_client'])}; a "
+        f"plain-text client: {_call(tls['plain_client'])}"
+    )
+
+
+def _two_servers_row(two: dict[str, Any]) -> str:
+    spread = " and ".join(map(str, two["first_10_per_server"]))
+    return (
+        f"the first 10 requests went {spread} to the two servers; then {two['threads']} clients "
+        f"without retries, one server stopped after 2 s ({two['ok_before_stop']} results before, "
+        f"{two['ok_after_stop']} in the 4 s after): {_outcome(two['during'])}"
+    )
+
+
 def render_faults(measured: dict[str, Any]) -> list[str]:
     rows = (
         ("server_kill", "tritonserver SIGKILLed under load (`yolo11` only)", _server_kill_row),
         ("version_load", "new detector version loaded while serving", _version_row),
         ("stub_kill", "the `yolo11_postprocess` Python stub SIGKILLed", _stub_row),
+        ("tls", "gRPC over TLS (`bonefrac.server.GrpcTls`)", _tls_row),
+        ("two_servers", "two tritonservers, one stopped mid-run", _two_servers_row),
     )
     lines = ["## Faults", "", "| fault | what happened |", "| --- | --- |"]
     for step, title, row in rows:
@@ -797,7 +886,7 @@ SECURITY = [
     "`bonefrac ui --host`); `docker-compose.yml` publishes on 127.0.0.1 only.",
     "- gRPC over TLS: `bonefrac serve --grpc-tls-cert PEM --grpc-tls-key PEM "
     "[--grpc-tls-client-ca PEM]` (mutual TLS with the last); clients pass `ssl=True, "
-    "root_certificates=PEM` (tested, see above). Triton's HTTP and metrics endpoints have no "
+    "root_certificates=PEM` (measured, see above). Triton's HTTP and metrics endpoints have no "
     "TLS: keep them on loopback or behind a proxy.",
     "- Checkpoints: Faster R-CNN weights load with `torch.load(..., weights_only=True)` (no "
     "pickled code runs). Ultralytics `.pt` files are full pickles by design: load only your own.",
@@ -923,6 +1012,12 @@ def _faults(
     if "server_kill" in args.steps:
         with _step(record, "server_kill", out) as slot:
             slot.update(measure_server_kill(repository, data, work))
+    if "tls" in args.steps:
+        with _step(record, "tls", out) as slot:
+            slot.update(measure_tls(repository, data, work))
+    if "two_servers" in args.steps:
+        with _step(record, "two_servers", out) as slot:
+            slot.update(measure_two_servers(repository, data))
     wanted = [s for s in ("version_load", "stub_kill") if s in args.steps]
     if not wanted:
         return

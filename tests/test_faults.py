@@ -8,14 +8,13 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from bonefrac.benchmarks.reliability import reload_model, stub_pid
+from bonefrac.benchmarks.reliability import reload_model, self_signed_certificate, stub_pid
 from bonefrac.client import (
     NO_RETRY,
     DetectionClient,
@@ -214,29 +213,7 @@ def test_wrong_python_stub_is_a_timeout_with_diagnosis_not_a_hang(
 
 
 def test_grpc_over_tls_with_a_self_signed_certificate(repository, tmp_path, valid_images):
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_certificate(tmp_path)
     repo = _yolo_only(repository, tmp_path)
     with _server(repo, tls=GrpcTls(cert=cert, key=key)) as server:
         secure = DetectionClient(
