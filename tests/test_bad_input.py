@@ -4,66 +4,36 @@ model directly."""
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from bonefrac.benchmarks.bad_inputs import BackgroundLoad, corpus, send_corpus
 from bonefrac.client import DetectionClient, InvalidInputError
-from tests.bad_inputs import corpus
 
 pytestmark = pytest.mark.server
-
-
-class BackgroundLoad:
-    """Good requests in a loop on another thread, counting failures."""
-
-    def __init__(self, url: str, data: bytes, model: str) -> None:
-        self.client = DetectionClient(url, model=model, timeout_s=60)
-        self.data, self.ok, self.failures = data, 0, []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.client.detect(self.data)
-                self.ok += 1
-            except Exception as exc:  # recorded; the test asserts there are none
-                self.failures.append(exc)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=120)
 
 
 @pytest.mark.parametrize("model", ["yolo11", "frcnn"])
 def test_bad_input_corpus_under_load(triton, valid_images, model):
     items = corpus(valid_images[0])
     assert len(items) >= 30
-    outcomes = {}
     with (
         BackgroundLoad(triton.grpc_url, valid_images[1].read_bytes(), model) as load,
         DetectionClient(triton.grpc_url, model=model, timeout_s=60) as client,
     ):
-        for name, (expected, make) in items.items():
-            try:
-                det = client.detect(make())
-                outcomes[name] = "ok"
-                assert det.image_size[0] >= 1 and det.image_size[1] >= 1, name
-            except InvalidInputError as exc:
-                outcomes[name] = "error"
-                message = str(exc)
-                assert "internal error" not in message, (name, message)
-                assert len(message) > 20, (name, message)
-            if expected != "ok_or_error":
-                assert outcomes[name] == expected, (name, outcomes[name])
+        outcomes = send_corpus(client, items)
+    assert [o.name for o in outcomes] == list(items)
+    for o in outcomes:
+        assert o.outcome in ("ok", "error"), (o.name, o.message)  # nothing but InvalidInputError
+        if o.outcome == "ok":
+            assert o.image_size[0] >= 1 and o.image_size[1] >= 1, o.name
+        else:
+            assert "internal error" not in o.message, (o.name, o.message)
+            assert len(o.message) > 20, (o.name, o.message)
+        if o.expected != "ok_or_error":
+            assert o.outcome == o.expected, (o.name, o.outcome)
     assert not load.failures, load.failures[:3]
     assert load.ok > 0
     assert triton.is_ready()

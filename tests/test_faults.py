@@ -8,13 +8,13 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from bonefrac.benchmarks.reliability import reload_model, self_signed_certificate, stub_pid
 from bonefrac.client import (
     NO_RETRY,
     DetectionClient,
@@ -93,32 +93,17 @@ def test_kill_under_load_then_clients_recover(repository, tmp_path, valid_images
                 time.sleep(0.5)
 
 
-def _stub_pid(server: TritonServer, model: str) -> int:
-    """The PID of this server's Python stub for ``model`` (never another server's)."""
-    import psutil
-
-    for child in psutil.Process(server.pid).children(recursive=True):
-        try:
-            if any(model in part for part in child.cmdline()):
-                return child.pid
-        except psutil.NoSuchProcess:
-            continue
-    raise AssertionError(f"no stub process for {model} under tritonserver {server.pid}")
-
-
 def test_killed_python_stub(repository, tmp_path, valid_images):
     """Measure what Triton does when a Python stub dies, and how the model comes back: the
     stub is not restarted by itself (requests fail with "Stub process ... is not healthy");
     unloading and loading the model through explicit model control brings it back."""
-    import tritonclient.grpc as grpcclient
-
     repo = _yolo_only(repository, tmp_path)
     data = valid_images[0].read_bytes()
     server = _server(repo, model_control="explicit", load_models=["yolo11"])
     with server:
         client = DetectionClient(server.grpc_url, retry=NO_RETRY, timeout_s=30)
         client.detect(data)
-        os.kill(_stub_pid(server, "yolo11_postprocess"), signal.SIGKILL)
+        os.kill(stub_pid(server, "yolo11_postprocess"), signal.SIGKILL)
         killed = time.monotonic()
         failures, recovered_s, message = 0, None, ""
         while time.monotonic() - killed < 10:
@@ -133,12 +118,7 @@ def test_killed_python_stub(repository, tmp_path, valid_images):
         if recovered_s is None:
             assert "not healthy" in message or "unavailable" in message.lower(), message
             start = time.monotonic()
-            raw = grpcclient.InferenceServerClient(server.grpc_url)
-            raw.unload_model("yolo11_postprocess")  # a plain load of an unchanged model is a no-op
-            deadline = time.monotonic() + 60
-            while raw.is_model_ready("yolo11_postprocess") and time.monotonic() < deadline:
-                time.sleep(0.2)
-            raw.load_model("yolo11_postprocess")
+            reload_model(server.grpc_url, "yolo11_postprocess")  # a plain load is a no-op
             client.detect(data)
             recovered_s = time.monotonic() - killed
             print(
@@ -227,29 +207,7 @@ def test_wrong_python_stub_is_a_timeout_with_diagnosis_not_a_hang(
 
 
 def test_grpc_over_tls_with_a_self_signed_certificate(repository, tmp_path, valid_images):
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_certificate(tmp_path)
     repo = _yolo_only(repository, tmp_path)
     with _server(repo, tls=GrpcTls(cert=cert, key=key)) as server:
         secure = DetectionClient(

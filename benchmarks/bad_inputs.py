@@ -1,13 +1,21 @@
-"""A corpus of bad and unusual inputs, generated (nothing is stored). Each entry says what the
-server must do: ``"ok"`` (a valid result) or ``"error"`` (a clear per-request error)."""
+"""A corpus of bad and unusual inputs, generated (nothing is stored), and how to send it.
+
+Each entry says what the server must do: ``"ok"`` (a valid result), ``"error"`` (a clear
+per-request error) or ``"ok_or_error"``. :func:`send_corpus` sends it through a client and
+records what happened; :class:`BackgroundLoad` keeps good requests going meanwhile. Used by
+``tests/test_bad_input.py`` and the reliability record (``bonefrac.benchmarks.reliability``).
+"""
 
 from __future__ import annotations
 
 import io
 import struct
+import threading
 import zlib
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -38,6 +46,42 @@ def _png_claiming(width: int, height: int) -> bytes:
     )
 
 
+def make_dicom(
+    pixels: np.ndarray,
+    *,
+    photometric="MONOCHROME2",
+    window=None,
+    slope=1.0,
+    intercept=0.0,
+    with_pixels=True,
+) -> bytes:
+    """A digital X-ray DICOM file of ``pixels`` (2-D, 12 bits stored in 16), built with pydicom."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if with_pixels:
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 def corpus(xray: Path) -> dict[str, tuple[str, Callable[[], bytes]]]:
     """name -> (expected, bytes factory). ``xray`` is a real JPEG X-ray to damage."""
     jpeg = xray.read_bytes()
@@ -66,8 +110,6 @@ def corpus(xray: Path) -> dict[str, tuple[str, Callable[[], bytes]]]:
         return buf.getvalue()
 
     def dicom(photometric: str, with_pixels: bool = True) -> Callable[[], bytes]:
-        from tests.test_dicom import make_dicom
-
         return lambda: make_dicom(
             gray.astype(np.uint16) * 16, photometric=photometric, with_pixels=with_pixels
         )
@@ -112,3 +154,80 @@ def corpus(xray: Path) -> dict[str, tuple[str, Callable[[], bytes]]]:
         "dicom monochrome1": ("ok", dicom("MONOCHROME1")),
         "dicom without pixels": ("error", dicom("MONOCHROME2", with_pixels=False)),
     }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the server did with one corpus input.
+
+    Attributes:
+        name, expected: the corpus entry.
+        outcome: ``"ok"`` (a result), ``"error"`` (``InvalidInputError``) or ``"failed"`` (any
+            other error: never acceptable).
+        message: the error message ("" for a result).
+        image_size: ``(width, height)`` the server reported for a result.
+    """
+
+    name: str
+    expected: str
+    outcome: str
+    message: str = ""
+    image_size: tuple[int, int] | None = None
+
+    @property
+    def as_expected(self) -> bool:
+        if self.expected == "ok_or_error":
+            return self.outcome in ("ok", "error")
+        return self.outcome == self.expected
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "image_size": list(self.image_size) if self.image_size else None}
+
+
+def send_corpus(client, items: dict[str, tuple[str, Callable[[], bytes]]]) -> list[Outcome]:
+    """Send every corpus entry through ``client`` (a ``DetectionClient``) once, in order."""
+    from bonefrac.client import ClientError, InvalidInputError
+
+    outcomes = []
+    for name, (expected, make) in items.items():
+        try:
+            det = client.detect(make())
+            size = (int(det.image_size[0]), int(det.image_size[1]))
+            outcomes.append(Outcome(name, expected, "ok", image_size=size))
+        except InvalidInputError as exc:
+            outcomes.append(Outcome(name, expected, "error", str(exc)))
+        except ClientError as exc:
+            outcomes.append(Outcome(name, expected, "failed", f"{type(exc).__name__}: {exc}"))
+    return outcomes
+
+
+class BackgroundLoad:
+    """Good requests in a loop on another thread, counting successes and failures.
+
+    Use as a context manager: the loop starts on entry and stops on exit.
+    """
+
+    def __init__(self, url: str, data: bytes, model: str) -> None:
+        from bonefrac.client import DetectionClient
+
+        self.client = DetectionClient(url, model=model, timeout_s=60)
+        self.data, self.ok = data, 0
+        self.failures: list[Exception] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.client.detect(self.data)
+                self.ok += 1
+            except Exception as exc:  # recorded; callers check there are none
+                self.failures.append(exc)
+
+    def __enter__(self) -> BackgroundLoad:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=120)
