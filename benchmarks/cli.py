@@ -185,6 +185,8 @@ def plan_bench(args: argparse.Namespace) -> BenchPlan:
         raise _cli.UsageError("the ultralytics baseline needs --weights PATH.pt")
     if baselines and args.input != "encoded":
         raise _cli.UsageError("baselines take encoded images (drop --input)")
+    if "perf_analyzer" in baselines and args.rate:
+        raise _cli.UsageError("the perf_analyzer baseline runs at --concurrency levels, not --rate")
     if args.rate:
         levels = [("rate", r) for r in _cli.parse_list(args.rate, float, option="--rate")]
     else:
@@ -215,9 +217,8 @@ def run_bench(args: argparse.Namespace) -> int:
     p50/p90/p95/p99 latency, throughput, errors, Triton's per-step server breakdown and the
     client's CPU use. --baseline in-process runs the same pipeline in this process for
     comparison. Writes JSON, CSV, PNG plots and a Markdown report. A measurement that never
-    got stable is reported as such; the exit code is 1 only when requests failed.
-
-    Plan, measure every target at every level, then perf_analyzer; write the report.
+    got stable is reported as such; the exit code is 1 only when requests failed (or a
+    baseline could not run).
     """
     import asyncio
 
@@ -235,9 +236,15 @@ def run_bench(args: argparse.Namespace) -> int:
     finally:
         if fastapi_server is not None:
             fastapi_server.stop()
+    failure = None
     if "perf_analyzer" in plan.baselines:
-        runs += _perf_analyzer_runs(args, plan)
+        rows, failure = _perf_analyzer_runs(args, plan)
+        runs += rows
     _write_report(args, runs)
+    if failure is not None:
+        raise _cli.CommandError(
+            f"perf_analyzer failed (the other runs are in {args.out}): {failure}"
+        )
     # Instability is reported in the runs (stable: false), never a failed command.
     return 1 if any(r.get("errors") for r in runs) else 0
 
@@ -300,27 +307,29 @@ async def _sweep(args: argparse.Namespace, plan: BenchPlan, fastapi_server) -> l
     return runs
 
 
-def _perf_analyzer_runs(args: argparse.Namespace, plan: BenchPlan) -> list[dict]:
-    """perf_analyzer at each concurrency level (its request-rate mode is not wired here)."""
+def _perf_analyzer_runs(args: argparse.Namespace, plan: BenchPlan) -> tuple[list[dict], str | None]:
+    """perf_analyzer at each concurrency level, and why it stopped early (None: it did not).
+    A failure does not lose the runs already measured: they are still written."""
     from bonefrac.benchmarks import perf_analyzer
 
-    binary = perf_analyzer.locate() or perf_analyzer.install()
-    rows = []
-    for kind, level in plan.levels:
-        if kind != "concurrency":
-            continue
-        row = perf_analyzer.run(
-            binary,
-            url=_cli.split_list(args.server)[0],
-            model=args.model,
-            images=plan.payloads,
-            concurrency=level,
-            window_s=args.duration_s,
-            stability_pct=int(args.stability_pct),
-        )
-        rows.append(row)
-        print(step_line(row, kind, level), flush=True)
-    return rows
+    rows: list[dict] = []
+    try:
+        binary = perf_analyzer.locate() or perf_analyzer.install()
+        for _, level in plan.levels:
+            row = perf_analyzer.run(
+                binary,
+                url=_cli.split_list(args.server)[0],
+                model=args.model,
+                images=plan.payloads,
+                concurrency=level,
+                window_s=args.duration_s,
+                stability_pct=int(args.stability_pct),
+            )
+            rows.append(row)
+            print(step_line(row, "concurrency", level), flush=True)
+    except RuntimeError as exc:
+        return rows, str(exc)
+    return rows, None
 
 
 def step_line(row: dict[str, Any], kind: str, level: float) -> str:

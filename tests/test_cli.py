@@ -186,6 +186,11 @@ def test_bench_unknown_baseline_names_every_baseline(data_dir, capsys, no_childr
         (("--concurrency", "1,two"), "--concurrency takes comma-separated ints"),
         (("--rate", ","), "give at least one --concurrency or --rate level"),
         (("--baseline", "ultralytics"), "the ultralytics baseline needs --weights PATH.pt"),
+        (
+            ("--baseline", "perf_analyzer", "--rate", "5"),
+            "runs at --concurrency levels, not --rate",
+        ),
+        (("--images", "/nonexistent/images"), "/nonexistent/images: no such file or folder"),
     ],
 )
 def test_bench_bad_options_are_exit_code_2(data_dir, capsys, extra, message):
