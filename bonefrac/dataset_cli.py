@@ -121,7 +121,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    """Counts, box and image sizes, with plots.
+    """Summarise a dataset: counts, box and image sizes, with plots.
 
     Per split: images, empty images, objects per class, box and image size distributions; --out
     writes summary.png and summary.json.
@@ -151,7 +151,7 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def run_to_coco(args: argparse.Namespace) -> int:
-    """COCO JSON of a split under a class protocol.
+    """Write COCO JSON of a split under a class protocol.
 
     Write COCO ground truth (boxes from polygons) of one split."""
     dataset = YoloDataset.from_yaml(args.data)

@@ -148,7 +148,7 @@ def _report(result, out: str) -> int:
 
 
 def run_yolo11(args: argparse.Namespace) -> int:
-    """An Ultralytics YOLO11 checkpoint or config.
+    """Export an Ultralytics YOLO11 checkpoint or config.
 
     Export Ultralytics YOLO11 (opset 17, dynamic batch and size) as the ensemble NAME =
     NAME_preprocess -> NAME_detector -> NAME_postprocess.
@@ -162,7 +162,7 @@ def run_yolo11(args: argparse.Namespace) -> int:
 
 
 def run_frcnn(args: argparse.Namespace) -> int:
-    """A torchvision Faster R-CNN checkpoint (or random weights).
+    """Export a torchvision Faster R-CNN checkpoint (or random weights).
 
     Export torchvision Faster R-CNN with the legacy exporter (opset 17, dynamic height, width
     and detection count; one image per call). Resize and normalisation are inside the graph.
@@ -245,7 +245,7 @@ def run_threshold(args: argparse.Namespace) -> int:
 
 
 def run_int8(args: argparse.Namespace) -> int:
-    """INT8 YOLO11 for the CPU profile (ONNX Runtime static quantization).
+    """Quantize YOLO11 to INT8 for the CPU profile (ONNX Runtime static quantization).
 
     Quantize an exported YOLO11 detector to INT8 (QDQ, per-channel weights), calibrated on
     training images through bonefrac's pre-processing, and write it as the ensemble

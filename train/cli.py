@@ -116,7 +116,7 @@ def _export_and_evaluate(
 
 
 def run_yolo11(args: argparse.Namespace) -> int:
-    """Ultralytics YOLO11.
+    """Train Ultralytics YOLO11.
 
     Train Ultralytics YOLO11 offline on CPU or GPU. The run's folder (PROJECT/NAME) holds
     weights/last.pt and best.pt, results.csv with the loss and metric log, and
@@ -144,7 +144,7 @@ def run_yolo11(args: argparse.Namespace) -> int:
 
 
 def run_frcnn(args: argparse.Namespace) -> int:
-    """Torchvision Faster R-CNN.
+    """Train torchvision Faster R-CNN.
 
     Train torchvision Faster R-CNN from random weights (or a local ImageNet backbone with
     --pretrained-backbone) on CPU. Polygon labels become boxes; augmentation: horizontal
