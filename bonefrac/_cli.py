@@ -258,6 +258,15 @@ def add_ports(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
 
 
+def server_from_args(args: argparse.Namespace, **kwargs: Any):
+    """The :class:`~bonefrac.server.TritonServer` on ``--repository`` and the :func:`add_ports`
+    ports; ``kwargs`` are its other arguments."""
+    from bonefrac.server import TritonServer
+
+    ports = {f"{name}_port": getattr(args, f"{name}_port") for name in ("grpc", "http", "metrics")}
+    return TritonServer(args.repository, **ports, **kwargs)
+
+
 def add_json(p: argparse.ArgumentParser, help: str) -> None:
     """``--json OUT``: where a command writes its result as JSON."""
     p.add_argument("--json", metavar="OUT", help=help)

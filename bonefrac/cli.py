@@ -99,14 +99,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     127.0.0.1 unless --host says otherwise. Installs the Python backend stub for this
     Python, waits for readiness and prints the addresses; Ctrl-C stops it.
     """
-    from bonefrac.server import TritonServer
-
-    server = TritonServer(
-        args.repository,
+    server = _cli.server_from_args(
+        args,
         host=args.host,
-        grpc_port=args.grpc_port,
-        http_port=args.http_port,
-        metrics_port=args.metrics_port,
         startup_timeout_s=args.startup_timeout_s,
         log_path=args.log_file,
         tls=_tls(args),

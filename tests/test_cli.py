@@ -137,6 +137,41 @@ def test_serve_refuses_tls_files_that_are_not_there(tmp_path):
     assert "--grpc-tls-key" in _one_line_error(half, "bonefrac serve: ")
 
 
+@pytest.mark.server
+def test_serve_prints_its_addresses_serves_and_stops_on_ctrl_c(repository, tmp_path):
+    import queue
+    import signal
+    import threading
+
+    from bonefrac.client import DetectionClient
+
+    log = tmp_path / "tritonserver.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bonefrac.cli", "serve", "--repository", str(repository)]
+        + ["--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"]
+        + ["--startup-timeout-s", "400", "--log-file", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    try:
+        seen = []
+        while not seen or "Press Ctrl-C" not in seen[-1]:
+            seen.append(lines.get(timeout=450))
+        addresses = dict(line.split(None, 1) for line in seen if line.startswith("  "))
+        assert addresses["log"].strip() == str(log)
+        with DetectionClient(addresses["gRPC"].strip(), timeout_s=60) as client:
+            assert client.is_ready()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        proc.kill()
+    rest = "".join(lines.get_nowait() for _ in range(lines.qsize()))
+    assert "tritonserver stopped" in rest, rest
+
+
 # -- bench: options checked before anything starts --------------------------------------------
 
 

@@ -73,17 +73,10 @@ def run_demo(args: argparse.Namespace) -> int:
     Start tritonserver on the model repository and the demo page against it; Ctrl-C stops
     both."""
     from bonefrac.cli import serve_until_stopped
-    from bonefrac.server import TritonServer
     from bonefrac.ui.app import launch
 
     _offline()
-    server = TritonServer(
-        args.repository,
-        host="127.0.0.1",
-        grpc_port=args.grpc_port,
-        http_port=args.http_port,
-        metrics_port=args.metrics_port,
-    )
+    server = _cli.server_from_args(args, host="127.0.0.1")
 
     def start_ui():
         demo = launch(_config(args, server.grpc_url), host=args.host, port=args.port, block=False)
