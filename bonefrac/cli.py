@@ -1,4 +1,5 @@
-"""The ``bonefrac`` command."""
+"""The ``bonefrac`` command: ``get_args_parser()`` builds it, :func:`main` runs one subcommand
+inside the shared error boundary (:func:`bonefrac._cli.run`)."""
 
 from __future__ import annotations
 
@@ -7,39 +8,20 @@ import signal
 import sys
 import threading
 
-from bonefrac import __version__
+from bonefrac import __version__, _cli
 
 
 def _add_serve(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "serve",
-        help="run tritonserver on the model repository",
-        description="Run a real tritonserver (from the nvidia-pytriton wheel) on a model "
-        "repository, bound to 127.0.0.1 unless --host says otherwise. Installs the "
-        "Python backend stub for this Python, waits for readiness and prints the "
-        "addresses; Ctrl-C stops it.",
-    )
-    p.add_argument(
-        "--repository",
-        default="model_repository",
-        metavar="DIR",
-        help="Triton model repository (default: %(default)s)",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default: %(default)s)")
-    p.add_argument("--http-port", type=int, default=8000, help="HTTP port (default: %(default)s)")
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        default=8002,
-        help="Prometheus metrics port (default: %(default)s)",
-    )
+    p = _cli.subcommand(subparsers, "serve", _run_serve)
+    _cli.add_repository(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind")
+    _cli.add_ports(p)
     p.add_argument(
         "--startup-timeout-s",
         type=float,
         default=120.0,
         metavar="S",
-        help="how long to wait for readiness (default: %(default)s)",
+        help="how long to wait for readiness",
     )
     p.add_argument("--log-file", metavar="PATH", help="server log (default: a temporary file)")
     p.add_argument("--grpc-tls-cert", metavar="PEM", help="serve gRPC over TLS with this cert")
@@ -49,31 +31,31 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         metavar="PEM",
         help="require client certificates signed by this CA (mutual TLS)",
     )
-    p.set_defaults(func=_run_serve)
 
 
 def serve_until_stopped(server, *, on_ready=None, name: str = "serve") -> int:
     """Start ``server``, print its addresses, run ``on_ready()`` (which may start more, e.g. the
-    UI, and return a closer and lines to print), and stop everything on SIGINT/SIGTERM."""
-    from bonefrac.errors import BonefracError
+    UI, and return a closer and lines to print), and stop everything on SIGINT/SIGTERM.
 
+    Raises:
+        bonefrac.errors.ServerError: when the server does not start (nothing is left running).
+    """
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    try:
-        server.start()
-    except BonefracError as exc:
-        print(f"bonefrac {name}: {exc}", file=sys.stderr)
-        return 1
+    server.start()
     close, lines = None, ()
     try:
         if on_ready is not None:
             close, lines = on_ready()
         print(f"tritonserver ready (pid {server.pid})", flush=True)
-        print(f"  gRPC     {server.grpc_url}", flush=True)
-        print(f"  HTTP     {server.http_url}", flush=True)
-        print(f"  metrics  {server.metrics_url}", flush=True)
-        print(f"  log      {server.log_path}", flush=True)
+        for label, value in (
+            ("gRPC", server.grpc_url),
+            ("HTTP", server.http_url),
+            ("metrics", server.metrics_url),
+            ("log", server.log_path),
+        ):
+            print(f"  {label:<8} {value}", flush=True)
         for line in lines:
             print(line, flush=True)
         print("Press Ctrl-C to stop.", flush=True)
@@ -92,22 +74,43 @@ def serve_until_stopped(server, *, on_ready=None, name: str = "serve") -> int:
     return 0
 
 
-def _run_serve(args: argparse.Namespace) -> int:
-    from bonefrac.server import TritonServer
+def _tls(args: argparse.Namespace):
+    """The gRPC TLS the serve options ask for, or None.
 
-    server = TritonServer(
-        args.repository,
+    Raises:
+        UsageError: for a certificate without its key or the other way round.
+        ServerError: for a file that does not exist.
+    """
+    from bonefrac.server import GrpcTls
+
+    if not (args.grpc_tls_cert or args.grpc_tls_key or args.grpc_tls_client_ca):
+        return None
+    if not (args.grpc_tls_cert and args.grpc_tls_key):
+        raise _cli.UsageError("gRPC TLS needs both --grpc-tls-cert and --grpc-tls-key")
+    tls = GrpcTls(args.grpc_tls_cert, args.grpc_tls_key, args.grpc_tls_client_ca)
+    tls.args()  # raises ServerError for a file that is not there, before anything starts
+    return tls
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    """Run tritonserver on the model repository.
+
+    Run a real tritonserver (from the nvidia-pytriton wheel) on a model repository, bound to
+    127.0.0.1 unless --host says otherwise. Installs the Python backend stub for this
+    Python, waits for readiness and prints the addresses; Ctrl-C stops it.
+    """
+    server = _cli.server_from_args(
+        args,
         host=args.host,
-        grpc_port=args.grpc_port,
-        http_port=args.http_port,
-        metrics_port=args.metrics_port,
         startup_timeout_s=args.startup_timeout_s,
         log_path=args.log_file,
+        tls=_tls(args),
     )
     return serve_until_stopped(server)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def get_args_parser() -> argparse.ArgumentParser:
+    """The ``bonefrac`` parser with every subcommand."""
     from bonefrac import dataset_cli
     from bonefrac.benchmarks import cli as bench_cli
     from bonefrac.client import cli as infer_cli
@@ -135,41 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Optional modules (each the name of its distribution too) and the extra (pyproject.toml) that
-#: installs each; the benchmark commands name their own extra for any of them.
-EXTRA_OF_MODULE = {
-    "gradio": "ui",
-    "pycocotools": "eval",
-    "matplotlib": "eval",
-    "pydicom": "dicom",
-    "fastapi": "bench",
-    "uvicorn": "bench",
-    "aiohttp": "bench",
-    "psutil": "bench",
-    "torch": "export",
-    "torchvision": "export",
-    "ultralytics": "export",
-    "onnx": "export",
-    "onnxslim": "export",
-}
+#: The name other modules and tests know the parser by.
+build_parser = get_args_parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ModuleNotFoundError as exc:  # an extra that is not installed: say which
-        extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
-        if extra is None:
-            raise
-        if args.command in ("bench", "soak"):
-            extra = "bench"
-        print(
-            f"bonefrac {args.command}: {exc}: this command needs the [{extra}] extra: "
-            f"pip install 'bonefrac[{extra}]'",
-            file=sys.stderr,
-        )
-        return 1
+    """Parse ``argv`` (the process's arguments when None) and run the command.
+
+    Returns:
+        Its exit code: 0 on success, 1 when it failed (one line on stderr says why), 2 for
+        options that do not fit together.
+    """
+    return _cli.run(get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

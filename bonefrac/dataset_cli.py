@@ -1,16 +1,20 @@
-"""``bonefrac data``: look at a YOLO-format dataset (summary with plots) and convert it to COCO."""
+"""Summarise a YOLO dataset or convert it to COCO.
+
+Dataset tooling for YOLO-format datasets (polygon or box labels): a summary with plots, and
+COCO ground truth under a class protocol.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bonefrac.dataset import PROTOCOLS, Sample, YoloDataset, make_protocol, to_coco
+from bonefrac import _cli
+from bonefrac.dataset import Sample, YoloDataset, make_protocol, to_coco
 
 
 def summarize(dataset: YoloDataset, split: str) -> dict[str, Any]:
@@ -103,50 +107,28 @@ def plot_summary(dataset: YoloDataset, summaries: list[dict[str, Any]], out: Pat
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "data",
-        help="summarise a YOLO dataset or convert it to COCO",
-        description="Dataset tooling for YOLO-format datasets (polygon or box labels).",
-    )
+    p = _cli.subcommand(subparsers, "data", doc=__doc__)
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    s = sub.add_parser(
-        "summary",
-        help="counts, box and image sizes, with plots",
-        description="Per split: images, empty images, objects per class, box and "
-        "image size distributions; --out writes summary.png and "
-        "summary.json.",
-    )
-    s.add_argument("data", metavar="DATA.yaml")
+    s = _cli.subcommand(sub, "summary", run_summary)
+    s.add_argument("data", metavar="DATA.yaml", help="dataset yaml")
     s.add_argument("--split", action="append", help="split(s) to include (default: all)")
     s.add_argument("--out", metavar="DIR", help="write summary.png and summary.json here")
-    s.set_defaults(func=run_summary)
-    c = sub.add_parser(
-        "to-coco",
-        help="COCO JSON of a split under a class protocol",
-        description="Write COCO ground truth (boxes from polygons) of one split.",
-    )
-    c.add_argument("data", metavar="DATA.yaml")
-    c.add_argument("--split", default="valid", help="split (default: %(default)s)")
-    c.add_argument(
-        "--protocol",
-        default="7class",
-        choices=PROTOCOLS,
-        help="class protocol (default: %(default)s)",
-    )
-    c.add_argument("--out", required=True, metavar="FILE.json")
-    c.set_defaults(func=run_to_coco)
+    c = _cli.subcommand(sub, "to-coco", run_to_coco)
+    c.add_argument("data", metavar="DATA.yaml", help="dataset yaml")
+    c.add_argument("--split", default="valid", help="split")
+    _cli.add_protocol(c, "7class", "class protocol")
+    c.add_argument("--out", required=True, metavar="FILE.json", help="COCO JSON to write")
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    from bonefrac.errors import BonefracError
+    """Summarise a dataset: counts, box and image sizes, with plots.
 
-    try:
-        dataset = YoloDataset.from_yaml(args.data)
-        splits = args.split or list(dataset.splits)
-        summaries = [summarize(dataset, split) for split in splits]
-    except BonefracError as exc:
-        print(f"bonefrac data: {exc}", file=sys.stderr)
-        return 1
+    Per split: images, empty images, objects per class, box and image size distributions; --out
+    writes summary.png and summary.json.
+    """
+    dataset = YoloDataset.from_yaml(args.data)
+    splits = args.split or list(dataset.splits)
+    summaries = [summarize(dataset, split) for split in splits]
     for s in summaries:
         print(
             f"{s['split']}: {s['images']} images ({s['empty_images']} without objects), "
@@ -169,15 +151,12 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def run_to_coco(args: argparse.Namespace) -> int:
-    from bonefrac.errors import BonefracError
+    """Write COCO JSON of a split under a class protocol.
 
-    try:
-        dataset = YoloDataset.from_yaml(args.data)
-        protocol = make_protocol(args.protocol, dataset.names)
-        coco = to_coco(list(dataset.samples(args.split)), protocol, dataset.names)
-    except BonefracError as exc:
-        print(f"bonefrac data: {exc}", file=sys.stderr)
-        return 1
+    Write COCO ground truth (boxes from polygons) of one split."""
+    dataset = YoloDataset.from_yaml(args.data)
+    protocol = make_protocol(args.protocol, dataset.names)
+    coco = to_coco(list(dataset.samples(args.split)), protocol, dataset.names)
     Path(args.out).write_text(json.dumps(coco) + "\n")
     print(
         f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} objects, "

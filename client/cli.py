@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bonefrac import _cli
 from bonefrac.detections import Detections
 from bonefrac.dicom import read_image_bytes
 
@@ -45,89 +47,48 @@ def record(path: Path, result: Detections | Exception) -> dict[str, Any]:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "infer",
-        help="detect fractures on images or folders",
-        description=(
-            "Detect fractures on image files and folders (searched recursively for "
-            f"{', '.join(IMAGE_SUFFIXES)}) through a Triton server over gRPC, or in this process "
-            "with --in-process (the reference pipeline, no server). Writes JSON: a list of "
-            '{"image", "width", "height", "detections": [{"box": [x1, y1, x2, y2], "score", '
-            '"class_id", "class_name"}]} with boxes in original-image pixels.'
-        ),
-    )
+    p = _cli.subcommand(subparsers, "infer", run)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    _cli.add_server(p)
+    _cli.add_model(p, "ensemble to call")
+    _cli.add_json(p, "write results as JSON to OUT ('-': stdout)")
+    _cli.add_thresholds(p)
     p.add_argument(
-        "--server",
-        default="127.0.0.1:8001",
-        metavar="HOST:PORT[,HOST:PORT]",
-        help="Triton gRPC address(es); several are balanced round robin, skipping "
-        "unhealthy ones (loopback or your own test hosts for load) (default: %(default)s)",
-    )
-    p.add_argument("--model", default="yolo11", help="ensemble to call (default: %(default)s)")
-    p.add_argument("--json", metavar="OUT", help="write results as JSON to OUT ('-': stdout)")
-    p.add_argument(
-        "--conf",
-        type=float,
-        default=None,
-        metavar="T",
-        help="minimum score, 0-1 (default: the model's, 0.25)",
-    )
-    p.add_argument(
-        "--iou",
-        type=float,
-        default=None,
-        metavar="T",
-        help="NMS IoU threshold, 0-1 (default: the model's, 0.7)",
-    )
-    p.add_argument(
-        "--concurrency",
-        type=int,
-        default=4,
-        metavar="N",
-        help="requests in flight at once (default: %(default)s)",
+        "--concurrency", type=int, default=4, metavar="N", help="requests in flight at once"
     )
     p.add_argument(
         "--timeout-s",
         type=float,
         default=60.0,
         metavar="S",
-        help="deadline of each request in seconds (default: %(default)s)",
+        help="deadline of each request in seconds",
     )
-    p.add_argument(
-        "--in-process",
-        action="store_true",
-        help="run the pipeline here with ONNX Runtime instead of calling a server",
-    )
-    p.add_argument(
-        "--repository",
-        default="model_repository",
-        metavar="DIR",
-        help="model repository for --in-process (default: %(default)s)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=run)
+    _cli.add_in_process(p)
+    _cli.add_progress(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Detect fractures on images or folders.
+
+    Detect fractures on image files and folders (folders are searched recursively for JPEG,
+    PNG, BMP, TIFF, WebP and DICOM files) through a Triton server over gRPC, or in this process
+    with --in-process (the reference pipeline, no server). Prints a line per image, or writes
+    JSON: a list of {"image", "width", "height", "detections": [{"box": [x1, y1, x2, y2],
+    "score", "class_id", "class_name"}]} with boxes in original-image pixels. The exit code is
+    1 when any image failed (each is named on stderr).
+
+    Raises:
+        UsageError: for paths with no images, or a model or server that cannot be used.
+    """
     from tqdm import tqdm
 
-    try:
-        images = collect_images(args.paths)
-    except FileNotFoundError as exc:
-        print(f"bonefrac infer: {exc}", file=sys.stderr)
-        return 2
-    if not images:
-        print("bonefrac infer: no image files found in the given paths", file=sys.stderr)
-        return 2
-    for name, value, low_open in (("--conf", args.conf, False), ("--iou", args.iou, True)):
-        if value is not None and not ((value > 0.0 if low_open else value >= 0.0) and value <= 1.0):
-            print(f"bonefrac infer: {name} must be between 0 and 1, got {value}", file=sys.stderr)
-            return 2
+    from bonefrac.errors import BonefracError
 
-    detect = _make_detector(args)
-    if detect is None:
-        return 2
+    with _cli.usage_errors(FileNotFoundError, ValueError, BonefracError):
+        images = collect_images(args.paths)
+        if not images:
+            raise _cli.UsageError("no image files found in the given paths")
+        detect = _make_detector(args)
     progress = tqdm(
         total=len(images),
         unit="img",
@@ -147,25 +108,29 @@ def run(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(max_workers=1 if args.in_process else max(1, args.concurrency)) as pool:
         results = list(pool.map(one, images))
     progress.close()
-
     records = [record(p, r) for p, r in zip(images, results)]
     failures = [r for r in records if "error" in r]
     for r in failures:
         print(f"bonefrac infer: {r['image']}: {r['error']}", file=sys.stderr)
-    if args.json:
-        text = json.dumps(records, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
-    else:
-        for r in records:
-            if "error" not in r:
-                print(_summary(r))
+    _write(records, args.json)
     if failures:
         print(f"bonefrac infer: {len(failures)} of {len(records)} images failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _write(records: list[dict[str, Any]], json_out: str | None) -> None:
+    """The records as JSON to ``json_out`` ('-': stdout), or a summary line per image."""
+    if not json_out:
+        for r in records:
+            if "error" not in r:
+                print(_summary(r))
+        return
+    text = json.dumps(records, indent=2)
+    if json_out == "-":
+        print(text)
+    else:
+        Path(json_out).write_text(text + "\n")
 
 
 def _summary(rec: dict[str, Any], *, top: int = 5) -> str:
@@ -175,29 +140,22 @@ def _summary(rec: dict[str, Any], *, top: int = 5) -> str:
     return f"{rec['image']}: {len(dets)} detections" + (f" ({shown}{more})" if dets else "")
 
 
-def _make_detector(args: argparse.Namespace):
-    from bonefrac.errors import BonefracError
+def _make_detector(args: argparse.Namespace) -> Callable[[bytes], Detections]:
+    """detect(image bytes) through the server (checked to answer) or in this process.
 
+    Raises:
+        BonefracError: for a model or server that cannot be used.
+        ValueError: for a malformed --server list.
+    """
+    thresholds = {"conf_threshold": args.conf, "iou_threshold": args.iou}
     if args.in_process:
         from bonefrac.pipeline import InProcessPipeline
 
-        try:
-            pipeline = InProcessPipeline(args.repository, args.model)
-        except BonefracError as exc:
-            print(f"bonefrac infer: {exc}", file=sys.stderr)
-            return None
-        return lambda data: pipeline.detect(data, conf_threshold=args.conf, iou_threshold=args.iou)
+        pipeline = InProcessPipeline(args.repository, args.model)
+        return lambda data: pipeline.detect(data, **thresholds)
 
     from bonefrac.client import connect
 
-    try:
-        client = connect(args.server, model=args.model, timeout_s=args.timeout_s)
-    except ValueError as exc:
-        print(f"bonefrac infer: {exc}", file=sys.stderr)
-        return None
-    try:
-        client.status()
-    except BonefracError as exc:
-        print(f"bonefrac infer: {exc}", file=sys.stderr)
-        return None
-    return lambda data: client.detect(data, conf_threshold=args.conf, iou_threshold=args.iou)
+    client = connect(args.server, model=args.model, timeout_s=args.timeout_s)
+    client.status()
+    return lambda data: client.detect(data, **thresholds)

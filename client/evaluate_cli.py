@@ -4,65 +4,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from bonefrac import _cli
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "eval",
-        help="score models on a labelled dataset (COCO AP, FROC, image AUROC)",
-        description="Run every image of a dataset split through the served ensemble (or the "
-        "same pipeline in-process) and report COCO AP50-95/AP50/AP75 and per-class "
-        "AP, FROC sensitivity at 0.125-8 false positives per image, and image-level "
-        "AUROC, sensitivity and specificity. Results are cached by model and dataset "
-        "content, protocol and thresholds.",
-    )
-    p.add_argument("--data", required=True, metavar="DATA.yaml", help="dataset yaml")
-    p.add_argument("--split", default="valid", help="split to score (default: %(default)s)")
-    p.add_argument(
-        "--model",
-        default="yolo11",
-        metavar="NAME[,NAME]",
-        help="ensemble(s) to score, comma-separated (default: %(default)s)",
-    )
-    p.add_argument(
-        "--server",
-        default="127.0.0.1:8001",
-        metavar="HOST:PORT[,HOST:PORT]",
-        help="Triton gRPC address(es); several are balanced round robin, skipping "
-        "unhealthy ones (loopback or your own test hosts for load) (default: %(default)s)",
-    )
-    p.add_argument(
-        "--protocol",
-        default="6class",
-        choices=("7class", "6class", "agnostic"),
-        help="class protocol (default: %(default)s, the published one for this data)",
-    )
+    p = _cli.subcommand(subparsers, "eval", run)
+    _cli.add_data(p)
+    p.add_argument("--split", default="valid", help="split to score")
+    _cli.add_model(p, "ensemble(s) to score, comma-separated", metavar="NAME[,NAME]")
+    _cli.add_server(p)
+    _cli.add_protocol(p, "6class", "class protocol (the published one for this data)")
     p.add_argument(
         "--threshold",
-        type=float,
+        type=_cli.score,
         default=0.25,
         metavar="T",
-        help="operating score for image-level sensitivity/specificity (default: %(default)s)",
+        help="operating score for image-level sensitivity/specificity",
     )
-    p.add_argument("--json", metavar="OUT", help="write the report(s) as JSON")
+    _cli.add_json(p, "write the report(s) as JSON")
     p.add_argument("--plots", metavar="DIR", help="write froc.png and pr.png into DIR")
-    p.add_argument("--in-process", action="store_true", help="run the pipeline here, no server")
-    p.add_argument(
-        "--repository",
-        default="model_repository",
-        metavar="DIR",
-        help="model repository for --in-process (default: %(default)s)",
-    )
-    p.add_argument("--concurrency", type=int, default=4, help="requests in flight (default: 4)")
+    _cli.add_in_process(p)
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     p.add_argument("--limit", type=int, metavar="N", help="score only the first N images")
     p.add_argument(
         "--cache-dir", metavar="DIR", help="cache folder (default: ~/.cache/bonefrac/eval)"
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=run)
+    _cli.add_progress(p)
 
 
 def format_report(r: dict) -> str:
@@ -89,44 +59,59 @@ def _fmt(v) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Score models on a labelled dataset (COCO AP, FROC, image AUROC).
+
+    Run every image of a dataset split through the served ensemble (or the same pipeline in-
+    process) and report COCO AP50-95/AP50/AP75 and per-class AP, FROC sensitivity at 0.125-8
+    false positives per image, and image-level AUROC, sensitivity and specificity. Results
+    are cached by model and dataset content, protocol and thresholds.
+
+    Score every model named, print and write the reports.
+
+    Raises:
+        BonefracError: for a dataset, model or server that cannot be used.
+    """
     from bonefrac.client.evaluate import (
         default_cache_dir,
         evaluate,
         in_process_model,
-        plot_froc,
-        plot_pr,
         served_model,
     )
-    from bonefrac.errors import BonefracError
 
-    names = [n.strip() for n in args.model.split(",") if n.strip()]
     cache = (
         None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     )
+    names = _cli.split_list(args.model)
+    if not names:
+        raise _cli.UsageError("--model names no ensemble")
     reports = []
-    try:
-        for name in names:
-            model = (
-                in_process_model(args.repository, name)
-                if args.in_process
-                else served_model(args.server, name)
-            )
-            report = evaluate(
-                model,
-                data=args.data,
-                split=args.split,
-                protocol=args.protocol,
-                operating_threshold=args.threshold,
-                concurrency=args.concurrency,
-                cache_dir=cache,
-                progress=not args.no_progress,
-                limit=args.limit,
-            )
-            print(format_report(report))
-            reports.append(report)
-    except BonefracError as exc:
-        print(f"bonefrac eval: {exc}", file=sys.stderr)
-        return 1
+    for name in names:
+        model = (
+            in_process_model(args.repository, name)
+            if args.in_process
+            else served_model(args.server, name)
+        )
+        report = evaluate(
+            model,
+            data=args.data,
+            split=args.split,
+            protocol=args.protocol,
+            operating_threshold=args.threshold,
+            concurrency=args.concurrency,
+            cache_dir=cache,
+            progress=not args.no_progress,
+            limit=args.limit,
+        )
+        print(format_report(report))
+        reports.append(report)
+    _write(args, reports)
+    return 0
+
+
+def _write(args: argparse.Namespace, reports: list[dict]) -> None:
+    """--json and --plots."""
+    from bonefrac.client.evaluate import plot_froc, plot_pr
+
     if args.json:
         Path(args.json).write_text(
             json.dumps(reports[0] if len(reports) == 1 else reports, indent=1) + "\n"
@@ -139,4 +124,3 @@ def run(args: argparse.Namespace) -> int:
             f"wrote {plot_froc(reports, folder / 'froc.png')} and "
             f"{plot_pr(reports, folder / 'pr.png')}"
         )
-    return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bonefrac.cli import EXTRA_OF_MODULE
+from bonefrac._cli import EXTRA_OF_MODULE
 
 ROOT = Path(__file__).resolve().parent.parent
 
