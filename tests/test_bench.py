@@ -104,6 +104,54 @@ def test_bench_tensors_straight_to_the_detector(triton, repository, data_dir, tm
     assert not [f for f in os.listdir("/dev/shm") if f.startswith("bonefrac_bench")]
 
 
+def test_shm_close_while_requests_are_in_flight(triton, repository, data_dir):
+    """Issue 17: closing the shared-memory target while requests are in flight (one answered,
+    the others still queued or running on the server), with one core kept busy by another
+    process. Close waits for them and retries the unregister while the server still holds a
+    region; nothing stays registered on the server or in /dev/shm, and no warning is needed."""
+    import asyncio
+    import os
+
+    import tritonclient.grpc as grpcclient
+
+    from bonefrac.benchmarks import loadgen
+    from bonefrac.benchmarks.soak import load_images
+    from bonefrac.pipeline import read_repository_model
+
+    spec = read_repository_model(repository, "yolo11").spec
+    payloads = loadgen.detector_payloads(
+        load_images(data_dir / "valid" / "images", limit=8), spec, batch=4
+    )
+    mine = f"{loadgen.REGION_PREFIX}{os.getpid()}_"
+
+    async def main() -> tuple[list[str], list, int]:
+        target, _, close = loadgen.detector_target(
+            triton.grpc_url, spec.detector, shared_memory=True
+        )
+        tasks = [asyncio.ensure_future(target(p)) for p in payloads]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        in_flight = sum(not t.done() for t in tasks)
+        refused = await close()
+        return refused, await asyncio.gather(*tasks, return_exceptions=True), in_flight
+
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        refused, results, in_flight = asyncio.run(main())
+    finally:
+        hog.kill()
+        hog.wait()
+    assert in_flight > 0, "close ran after every request had finished: no race exercised"
+    assert refused == []
+    assert results == [None] * len(payloads), results  # every request answered
+    raw = grpcclient.InferenceServerClient(triton.grpc_url)
+    try:
+        status = raw.get_system_shared_memory_status(as_json=True)
+    finally:
+        raw.close()
+    assert not [r for r in status.get("regions", {}) if r.startswith(loadgen.REGION_PREFIX)]
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith(mine)]
+
+
 def test_bench_tensors_refuse_baselines(triton, repository, data_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "bonefrac.cli", "bench", "--server", triton.grpc_url]
