@@ -350,9 +350,11 @@ class SharedMemoryPool:
         self.regions.append((name, handle))
         return name, handle, nbytes
 
-    def give(self, region: tuple[str, Any, int]) -> None:
-        """A region back from its request (answered, failed or cancelled)."""
-        self._free.append(region)
+    def give(self, region: tuple[str, Any, int], *, reuse: bool = True) -> None:
+        """A region back from its request. A cancelled request may still be read by the
+        server: its region is not reused (``reuse=False``), only freed at close."""
+        if reuse:
+            self._free.append(region)
         self._done()
 
     def _done(self) -> None:
@@ -458,12 +460,17 @@ def detector_target(
         import tritonclient.utils.shared_memory as shm
 
         r = await pool.take(payload.nbytes)
+        reuse = False  # stays False when cancelled: the server may still read the region
         try:
             shm.set_shared_memory_region(r[1], [payload])
             inp.set_shared_memory(r[0], payload.nbytes)
             await client.infer(model, [inp], outputs=out)
+            reuse = True
+        except Exception:
+            reuse = True  # answered with an error (or never sent): nothing holds the region
+            raise
         finally:
-            pool.give(r)
+            pool.give(r, reuse=reuse)
 
     async def close() -> list[str]:
         try:
