@@ -158,6 +158,7 @@ async def run_step(
     )
     runner = asyncio.ensure_future(loop)
     await asyncio.sleep(warmup_s)
+    await _first_answer(window_ref[0])
     windows: list[_Window] = []
     before_stats = stats() if stats else {}
     cpu_before = os.times()
@@ -168,7 +169,9 @@ async def run_step(
         window_ref[0].end = time.perf_counter()
         windows.append(window_ref[0])
         rates = [len(w.latencies) / (w.end - w.start) for w in windows[-2:]]
-        stable = len(rates) == 2 and abs(rates[0] - rates[1]) <= stability * max(rates)
+        # windows without one answer never agree: there is nothing to measure in them
+        stable = len(rates) == 2 and min(rates) > 0
+        stable = stable and abs(rates[0] - rates[1]) <= stability * max(rates)
         if stable or len(windows) >= max_windows:
             break
     cpu_after = os.times()
@@ -201,6 +204,14 @@ async def run_step(
         error_samples=[s for w in windows for s in w.error_samples][:3],
         server=_breakdown(before_stats, after_stats),
     )
+
+
+async def _first_answer(warm_up: _Window, limit_s: float = 120.0) -> None:
+    """Wait (up to ``limit_s``) until the warm-up has had an answer: a target's first call can
+    take long (lazy initialisation, a busy machine), and measuring must not start before it."""
+    deadline = time.perf_counter() + limit_s
+    while not (warm_up.latencies or warm_up.errors) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
 
 
 def _breakdown(
