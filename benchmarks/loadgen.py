@@ -13,8 +13,10 @@ ensemble over gRPC (asyncio), :func:`in_process_target` runs the same pipeline i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +25,9 @@ from typing import Any
 import numpy as np
 
 Target = Callable[[bytes], Awaitable[None]]
+
+#: Name prefix of the shared-memory regions (server registration and ``/dev/shm`` file).
+REGION_PREFIX = "bonefrac_bench_"
 
 
 @dataclass
@@ -153,6 +158,7 @@ async def run_step(
     )
     runner = asyncio.ensure_future(loop)
     await asyncio.sleep(warmup_s)
+    await _first_answer(window_ref[0])
     windows: list[_Window] = []
     before_stats = stats() if stats else {}
     cpu_before = os.times()
@@ -163,7 +169,9 @@ async def run_step(
         window_ref[0].end = time.perf_counter()
         windows.append(window_ref[0])
         rates = [len(w.latencies) / (w.end - w.start) for w in windows[-2:]]
-        stable = len(rates) == 2 and abs(rates[0] - rates[1]) <= stability * max(rates)
+        # windows without one answer never agree: there is nothing to measure in them
+        stable = len(rates) == 2 and min(rates) > 0
+        stable = stable and abs(rates[0] - rates[1]) <= stability * max(rates)
         if stable or len(windows) >= max_windows:
             break
     cpu_after = os.times()
@@ -196,6 +204,14 @@ async def run_step(
         error_samples=[s for w in windows for s in w.error_samples][:3],
         server=_breakdown(before_stats, after_stats),
     )
+
+
+async def _first_answer(warm_up: _Window, limit_s: float = 120.0) -> None:
+    """Wait (up to ``limit_s``) until the warm-up has had an answer: a target's first call can
+    take long (lazy initialisation, a busy machine), and measuring must not start before it."""
+    deadline = time.perf_counter() + limit_s
+    while not (warm_up.latencies or warm_up.errors) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
 
 
 def _breakdown(
@@ -294,57 +310,119 @@ def ultralytics_target(weights: str, *, imgsz: int = 640, workers: int = 1) -> T
     return target
 
 
-def detector_target(
-    url: str, model: str, *, shared_memory: bool = False
-) -> tuple[Target, Callable[[], dict], Callable[[], Awaitable[None]]]:
-    """Preprocessed tensors straight to a detector (``<name>_detector``): payloads are float32
-    arrays ``(N, 3, H, W)``, N the batch of one request. With ``shared_memory`` the input goes
-    through a POSIX shared-memory region registered with the server (client and server on one
-    host), one region per request in flight, reused; the (small) output returns over gRPC.
+class SharedMemoryPool:
+    """System shared-memory regions registered with one server for a load generator: one region
+    per request in flight, reused, and a close that lets the server finish with them first.
 
-    Returns the target, a statistics reader (as :func:`triton_target`) and an async closer that
-    unregisters and frees the regions.
+    Triton refuses to unregister a region that a request still holds, and it may hold one for a
+    moment after the client has its response (the request is released after the response is
+    sent), much longer on a busy machine. :meth:`close` therefore waits for the requests in
+    flight, then retries each unregister while the server says the region is in use, up to a
+    bound, and removes every region's file in any case.
     """
-    import tritonclient.grpc as grpcclient
-    import tritonclient.grpc.aio as grpcaio
 
-    client = grpcaio.InferenceServerClient(url)
-    raw = grpcclient.InferenceServerClient(url)
-    config = raw.get_model_config(model, as_json=True)["config"]
-    input_name = config["input"][0]["name"]
-    output_name = config["output"][0]["name"]
-    free: list[tuple[str, Any, int]] = []  # (region name, handle, byte size)
-    regions: list[tuple[str, Any]] = []
-    tag = f"bonefrac_bench_{os.getpid()}_{id(client):x}"
+    def __init__(self, client: Any, tag: str) -> None:
+        self.client = client
+        self.tag = tag
+        self.regions: list[tuple[str, Any]] = []  # (name, handle), every region made
+        self._free: list[tuple[str, Any, int]] = []  # (name, handle, byte size), not in use
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self._made = 0
 
-    async def region(nbytes: int) -> tuple[str, Any, int]:
+    async def take(self, nbytes: int) -> tuple[str, Any, int]:
+        """A region of at least ``nbytes``, registered, for one request."""
+        if self._closing:
+            raise RuntimeError("the shared-memory pool is closed")
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._region(nbytes)
+        except BaseException:
+            self._done()
+            raise
+
+    async def _region(self, nbytes: int) -> tuple[str, Any, int]:
         import tritonclient.utils.shared_memory as shm
 
-        for i, r in enumerate(free):
+        for i, r in enumerate(self._free):
             if r[2] >= nbytes:
-                return free.pop(i)
-        name = f"{tag}_{len(regions)}"
+                return self._free.pop(i)
+        name = f"{self.tag}_{self._made}"
+        self._made += 1
         handle = shm.create_shared_memory_region(name, f"/{name}", nbytes)
-        regions.append((name, handle))
-        await client.register_system_shared_memory(name, f"/{name}", nbytes)
+        try:
+            await self.client.register_system_shared_memory(name, f"/{name}", nbytes)
+        except BaseException:
+            _destroy_region(handle)
+            raise
+        self.regions.append((name, handle))
         return name, handle, nbytes
 
-    async def target(payload: np.ndarray) -> None:
-        inp = grpcclient.InferInput(input_name, list(payload.shape), "FP32")
-        out = [grpcclient.InferRequestedOutput(output_name)]
-        if not shared_memory:
-            inp.set_data_from_numpy(payload)
-            await client.infer(model, [inp], outputs=out)
-            return
-        import tritonclient.utils.shared_memory as shm
+    def give(self, region: tuple[str, Any, int], *, reuse: bool = True) -> None:
+        """A region back from its request. A cancelled request may still be read by the
+        server: its region is not reused (``reuse=False``), only freed at close."""
+        if reuse:
+            self._free.append(region)
+        self._done()
 
-        r = await region(payload.nbytes)
-        try:
-            shm.set_shared_memory_region(r[1], [payload])
-            inp.set_shared_memory(r[0], payload.nbytes)
-            await client.infer(model, [inp], outputs=out)
-        finally:
-            free.append(r)
+    def _done(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def close(self, *, wait_s: float = 60.0, retry_s: float = 30.0) -> list[str]:
+        """Wait (up to ``wait_s``) for the requests in flight, unregister every region (retrying
+        up to ``retry_s`` while the server still holds it) and remove its file. Returns the
+        regions the server would not let go of, each also printed as a warning."""
+        self._closing = True
+        # past wait_s, the unregister retries below still give the server its time
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), wait_s)
+        deadline = time.monotonic() + retry_s
+        refused = []
+        for name, handle in self.regions:
+            reason = await self._unregister(name, deadline)
+            if reason:
+                refused.append(name)
+                print(
+                    f"warning: shared-memory region '{name}' is still registered on the server "
+                    f"({reason}); its file was removed, the server frees the region when it "
+                    "unregisters it or restarts",
+                    file=sys.stderr,
+                )
+            _destroy_region(handle)
+        return refused
+
+    async def _unregister(self, name: str, deadline: float) -> str | None:
+        """Unregister one region, retrying while the server says it is in use; the reason it
+        failed, or None."""
+        from tritonclient.utils import InferenceServerException
+
+        pause = 0.02
+        while True:
+            try:
+                await self.client.unregister_system_shared_memory(name)
+                return None
+            except InferenceServerException as exc:
+                if "in use" not in str(exc):
+                    return str(exc)
+                if time.monotonic() >= deadline:
+                    return f"still in use after the retries: {exc}"
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 1.0)
+
+
+def _destroy_region(handle: Any) -> None:
+    import tritonclient.utils.shared_memory as shm
+
+    shm.destroy_shared_memory_region(handle)
+
+
+def _detector_stats(raw: Any, model: str) -> Callable[[], dict[str, tuple[int, int]]]:
+    """A statistics reader of one model (as :func:`triton_target`'s)."""
 
     def stats() -> dict[str, tuple[int, int]]:
         s = raw.get_inference_statistics(model, as_json=True).get("model_stats", [{}])[0]
@@ -357,18 +435,62 @@ def detector_target(
             for p in ("queue", "compute_input", "compute_infer", "compute_output")
         }
 
-    async def close() -> None:
+    return stats
+
+
+def detector_target(
+    url: str, model: str, *, shared_memory: bool = False
+) -> tuple[Target, Callable[[], dict], Callable[[], Awaitable[list[str]]]]:
+    """Preprocessed tensors straight to a detector (``<name>_detector``): payloads are float32
+    arrays ``(N, 3, H, W)``, N the batch of one request. With ``shared_memory`` the input goes
+    through a POSIX shared-memory region registered with the server (client and server on one
+    host), one region per request in flight, reused (:class:`SharedMemoryPool`); the (small)
+    output returns over gRPC.
+
+    Returns the target, a statistics reader (as :func:`triton_target`) and an async closer that
+    waits for the requests in flight, unregisters and frees the regions and returns the names of
+    any the server would not let go of (warned about, not raised: the measurement stands).
+    """
+    import tritonclient.grpc as grpcclient
+    import tritonclient.grpc.aio as grpcaio
+
+    client = grpcaio.InferenceServerClient(url)
+    raw = grpcclient.InferenceServerClient(url)
+    config = raw.get_model_config(model, as_json=True)["config"]
+    input_name = config["input"][0]["name"]
+    output_name = config["output"][0]["name"]
+    pool = SharedMemoryPool(client, f"{REGION_PREFIX}{os.getpid()}_{id(client):x}")
+
+    async def target(payload: np.ndarray) -> None:
+        inp = grpcclient.InferInput(input_name, list(payload.shape), "FP32")
+        out = [grpcclient.InferRequestedOutput(output_name)]
+        if not shared_memory:
+            inp.set_data_from_numpy(payload)
+            await client.infer(model, [inp], outputs=out)
+            return
         import tritonclient.utils.shared_memory as shm
 
-        for name, handle in regions:
-            try:
-                await client.unregister_system_shared_memory(name)
-            finally:
-                shm.destroy_shared_memory_region(handle)
-        await client.close()
-        raw.close()
+        r = await pool.take(payload.nbytes)
+        reuse = False  # stays False when cancelled: the server may still read the region
+        try:
+            shm.set_shared_memory_region(r[1], [payload])
+            inp.set_shared_memory(r[0], payload.nbytes)
+            await client.infer(model, [inp], outputs=out)
+            reuse = True
+        except Exception:
+            reuse = True  # answered with an error (or never sent): nothing holds the region
+            raise
+        finally:
+            pool.give(r, reuse=reuse)
 
-    return target, stats, close
+    async def close() -> list[str]:
+        try:
+            return await pool.close()
+        finally:
+            await client.close()
+            raw.close()
+
+    return target, _detector_stats(raw, model), close
 
 
 def detector_payloads(images: Sequence[bytes], spec, *, batch: int = 1) -> list[np.ndarray]:

@@ -99,6 +99,39 @@ def input_data(images: list[bytes], path: Path) -> Path:
     return path
 
 
+def _command(
+    binary: Path,
+    *,
+    url: str,
+    model: str,
+    data: Path,
+    out: Path,
+    concurrency: int,
+    window_s: float,
+    max_trials: int,
+    stability_pct: int,
+) -> list[str]:
+    """The perf_analyzer command line: ``-v`` prints every trial ("Pass [n] throughput: ..."),
+    which is all there is to report when no window is stable (then no CSV is written)."""
+    return [
+        str(binary),
+        "-m",
+        model,
+        "-u",
+        url,
+        "-i",
+        "grpc",
+        "-v",
+        f"--concurrency-range={concurrency}:{concurrency}",
+        f"--measurement-interval={int(window_s * 1000)}",
+        f"--max-trials={max_trials}",
+        f"--stability-percentage={stability_pct}",
+        f"--input-data={data}",
+        "-f",
+        str(out),
+    ]
+
+
 def run(
     binary: Path,
     *,
@@ -110,70 +143,60 @@ def run(
     max_trials: int = 6,
     stability_pct: int = 10,
 ) -> dict[str, Any]:
-    """One perf_analyzer step, in bonefrac bench's run format.
+    """One perf_analyzer step, in bonefrac bench's run format. When no measurement window is
+    stable within ``max_trials`` (perf_analyzer's "Failed to obtain stable measurement", a busy
+    machine), the last trial is the result, with ``stable: False``: a reported result, not a
+    failure.
 
     Raises:
-        RuntimeError: with perf_analyzer's output when it fails.
+        RuntimeError: with perf_analyzer's output when it fails otherwise (no trial measured).
     """
     with tempfile.TemporaryDirectory() as tmp:
-        data = input_data(images, Path(tmp) / "data.json")
         out = Path(tmp) / "out.csv"
+        command = _command(
+            binary,
+            url=url,
+            model=model,
+            data=input_data(images, Path(tmp) / "data.json"),
+            out=out,
+            concurrency=concurrency,
+            window_s=window_s,
+            max_trials=max_trials,
+            stability_pct=stability_pct,
+        )
+        lib = str(binary.parent.parent / "lib")
         env = {
             **os.environ,
-            "LD_LIBRARY_PATH": os.pathsep.join(
-                [str(binary.parent.parent / "lib"), os.environ.get("LD_LIBRARY_PATH", "")]
-            ),
+            "LD_LIBRARY_PATH": os.pathsep.join([lib, os.environ.get("LD_LIBRARY_PATH", "")]),
         }
-        result = subprocess.run(
-            [
-                str(binary),
-                "-m",
-                model,
-                "-u",
-                url,
-                "-i",
-                "grpc",
-                f"--concurrency-range={concurrency}:{concurrency}",
-                f"--measurement-interval={int(window_s * 1000)}",
-                f"--max-trials={max_trials}",
-                f"--stability-percentage={stability_pct}",
-                f"--input-data={data}",
-                "-f",
-                str(out),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=600,
-        )
-        if not out.is_file():
-            # Exit 2 is perf_analyzer's "no stable measurement": it then writes no CSV, but its
-            # output still holds every trial; the last one is reported, marked unstable.
-            unstable = _last_pass(result.stdout) if result.returncode == 2 else None
-            if unstable is None:
-                raise RuntimeError(
-                    f"perf_analyzer failed ({result.returncode}): "
-                    f"{(result.stdout + result.stderr)[-3000:]}"
-                )
-            return {**_row(concurrency, unstable), "stable": False}
-        row = next(csv.DictReader(out.open()))
-    return {**_row(concurrency, row), "stable": result.returncode == 0}
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        if out.is_file():
+            row = next(csv.DictReader(out.open()))
+            return {**_row(concurrency, row), "stable": result.returncode == 0}
+    said = result.stdout + result.stderr
+    no_stable_window = result.returncode == 2 or "Failed to obtain stable measurement" in said
+    unstable = _last_pass(result.stdout) if no_stable_window else None
+    if unstable is None:
+        raise RuntimeError(f"perf_analyzer failed ({result.returncode}): {said[-3000:]}")
+    return {**_row(concurrency, unstable), "stable": False}
 
 
-_PASS = re.compile(r"Pass \[\d+\] throughput: ([\d.]+) infer/sec\. (p\d+|Avg) latency: (\d+) usec")
+_PASS = re.compile(
+    r"Pass \[\d+\] throughput: ([\d.e+]+) infer/sec\. (p\d+|Avg) latency: (\d+) usec"
+)
 
 
 def _last_pass(stdout: str) -> dict[str, str] | None:
     """The last trial of an unstable run, as CSV-like fields: its throughput and the one latency
-    statistic perf_analyzer prints per trial (p95 by default); the others are unknown."""
+    statistic perf_analyzer prints per trial (the mean, or a percentile when ``--percentile``
+    is given); the others are unknown (NaN)."""
     found = _PASS.findall(stdout)
     if not found:
         return None
     rate, stat, usec = found[-1]
-    row = {"Inferences/Second": rate}
+    row = {"Inferences/Second": rate, "Avg latency": "nan"}
     row.update({f"p{q} latency": "nan" for q in (50, 90, 95, 99)})
-    if stat.startswith("p") and f"{stat} latency" in row:
-        row[f"{stat} latency"] = usec
+    row[f"{stat} latency"] = usec
     return row
 
 
@@ -190,7 +213,7 @@ def _row(concurrency: int, row: dict[str, str]) -> dict[str, Any]:
         "p90_ms": ms("p90 latency"),
         "p95_ms": ms("p95 latency"),
         "p99_ms": ms("p99 latency"),
-        "mean_ms": None,
+        "mean_ms": ms("Avg latency") if row.get("Avg latency") else None,
         "windows": None,
         "client_cpu_pct": None,
         "error_samples": [],

@@ -69,10 +69,11 @@ def environment() -> dict[str, Any]:
     }
 
 
-def write_json(runs: Sequence[dict], path: Path, *, command: str) -> None:
-    path.write_text(
-        json.dumps({"command": command, **environment(), "runs": list(runs)}, indent=1) + "\n"
-    )
+def write_json(runs: Sequence[dict], path: Path, *, command: str, **facts: Any) -> None:
+    """The record: command, date, machine, versions, any other ``facts`` of the run (e.g. the
+    suite's AP50 figures and shipped variant) and every step."""
+    record = {"command": command, **environment(), **facts, "runs": list(runs)}
+    path.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def write_csv(runs: Sequence[dict], path: Path) -> None:
@@ -91,14 +92,44 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot(runs: Sequence[dict], folder: Path) -> list[Path]:
-    """Throughput vs p99 latency per target, and the server-side breakdown bars."""
+def _level(r: dict) -> str:
+    return f"c{r['concurrency']}" if r["concurrency"] else f"{r['rate_rps']:g}/s"
+
+
+def sized(runs: Sequence[dict]) -> list[dict]:
+    """The image-size steps."""
+    return [r for r in runs if r.get("image_side")]
+
+
+def batched(runs: Sequence[dict]) -> list[dict]:
+    """The detector steps over gRPC (their batch-size axis)."""
+    return [r for r in runs if r.get("batch") and r.get("input") == "gRPC"]
+
+
+def tuned(runs: Sequence[dict]) -> list[dict]:
+    """The CPU profile sweep's steps."""
+    return [r for r in runs if r.get("variant")]
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
+    return plt
+
+
+def plot(runs: Sequence[dict], folder: Path) -> list[Path]:
+    """Throughput vs p99 latency per target, and the server-side breakdown bars."""
+    written = [_throughput_vs_p99(runs, folder)]
+    if any(r.get("server") for r in runs):
+        written.append(_server_breakdown(runs, folder))
+    return written
+
+
+def _throughput_vs_p99(runs: Sequence[dict], folder: Path) -> Path:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
     for target, model in dict.fromkeys((r["target"], r.get("model")) for r in runs):
         rows = [r for r in runs if r["target"] == target and r.get("model") == model]
@@ -109,9 +140,8 @@ def plot(runs: Sequence[dict], folder: Path) -> list[Path]:
             label=f"{target} {model}" if model else target,
         )
         for r in rows:
-            label = f"c{r['concurrency']}" if r["concurrency"] else f"{r['rate_rps']:g}/s"
             ax.annotate(
-                label,
+                _level(r),
                 (r["throughput_rps"], r["p99_ms"]),
                 fontsize=7,
                 textcoords="offset points",
@@ -125,118 +155,121 @@ def plot(runs: Sequence[dict], folder: Path) -> list[Path]:
     ax.set_title("Throughput vs p99 latency")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    written.append(_save(fig, folder / "throughput_vs_p99.png"))
+    return _save(fig, folder / "throughput_vs_p99.png")
 
+
+def _server_parts(r: dict) -> dict[str, float]:
+    """One step's server time per request: each composing model's queue and compute (input +
+    infer + output), the ensemble's own entry left out (it sums its steps)."""
+    parts: dict[str, float] = {}
+    for step, phases in r["server"].items():
+        if r.get("model") and step == r["model"]:
+            continue
+        short = step.rsplit("_", 1)[-1] if "_" in step else step
+        parts[f"{short} queue"] = parts.get(f"{short} queue", 0.0) + phases.get("queue_ms", 0.0)
+        parts[f"{short} compute"] = parts.get(f"{short} compute", 0.0) + sum(
+            phases.get(k, 0.0)
+            for k in ("compute_input_ms", "compute_infer_ms", "compute_output_ms")
+        )
+    return parts
+
+
+def _server_breakdown(runs: Sequence[dict], folder: Path) -> Path:
+    plt = _pyplot()
     with_server = [r for r in runs if r.get("server")]
-    if with_server:
-        # One bar per step: each composing model's queue and compute (input + infer + output),
-        # the ensemble's own entry left out (it sums its steps).
-        labels, segments = [], []
-        for r in with_server:
-            level = f"c{r['concurrency']}" if r["concurrency"] else f"{r['rate_rps']:g}/s"
-            labels.append(f"{r.get('model') or r['target']} {level}")
-            parts = {}
-            for step, phases in r["server"].items():
-                if r.get("model") and step == r["model"]:
-                    continue
-                short = step.rsplit("_", 1)[-1] if "_" in step else step
-                parts[f"{short} queue"] = parts.get(f"{short} queue", 0.0) + phases.get(
-                    "queue_ms", 0.0
-                )
-                parts[f"{short} compute"] = parts.get(f"{short} compute", 0.0) + sum(
-                    phases.get(k, 0.0)
-                    for k in ("compute_input_ms", "compute_infer_ms", "compute_output_ms")
-                )
-            segments.append(parts)
-        keys = list(dict.fromkeys(k for parts in segments for k in parts))
-        fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(labels)), 5), dpi=120)
-        bottom = [0.0] * len(labels)
-        for key in keys:
-            values = [parts.get(key, 0.0) for parts in segments]
-            ax.bar(labels, values, bottom=bottom, label=key, hatch="//" if "queue" in key else "")
-            bottom = [b + v for b, v in zip(bottom, values)]
-        ax.set_yscale("log" if max(bottom) > 20 * max(1e-9, min(bottom)) else "linear")
-        ax.set_ylabel("server time per request (ms)")
-        ax.set_title("Server-side breakdown per step (Triton statistics; hatched: queue)")
-        ax.legend(fontsize=7, ncol=2)
-        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
-        written.append(_save(fig, folder / "server_breakdown.png"))
-    return written
+    labels = [f"{r.get('model') or r['target']} {_level(r)}" for r in with_server]
+    segments = [_server_parts(r) for r in with_server]
+    keys = list(dict.fromkeys(k for parts in segments for k in parts))
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(labels)), 5), dpi=120)
+    bottom = [0.0] * len(labels)
+    for key in keys:
+        values = [parts.get(key, 0.0) for parts in segments]
+        ax.bar(labels, values, bottom=bottom, label=key, hatch="//" if "queue" in key else "")
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.set_yscale("log" if max(bottom) > 20 * max(1e-9, min(bottom)) else "linear")
+    ax.set_ylabel("server time per request (ms)")
+    ax.set_title("Server-side breakdown per step (Triton statistics; hatched: queue)")
+    ax.legend(fontsize=7, ncol=2)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
+    return _save(fig, folder / "server_breakdown.png")
 
 
 def plot_scaling(runs: Sequence[dict], folder: Path) -> list[Path]:
     """How cost grows: throughput and p50 against image size (per model) and against the
     batch size of a detector request; and the CPU profile variants side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     written = []
-    sized = [r for r in runs if r.get("image_side")]
-    batched = [r for r in runs if r.get("batch") and r.get("input") == "gRPC"]
-    if sized or batched:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=120)
-        for ax, key, label in (
-            (axes[0], "throughput_rps", "throughput (requests/s)"),
-            (axes[1], "p50_ms", "p50 latency (ms)"),
-        ):
-            for model in dict.fromkeys(r["model"] for r in sized):
-                rows = sorted(
-                    (r for r in sized if r["model"] == model), key=lambda r: r["image_side"]
-                )
-                ax.plot([r["image_side"] for r in rows], [r[key] for r in rows], "o-", label=model)
-            ax.set_yscale("log")
-            ax.set_xlabel("longer side of the X-ray (px), concurrency 4")
-            ax.set_ylabel(label)
-            ax.set_title(f"Served ensemble: {label.split(' (')[0]} vs image size")
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
-        ax = axes[2]
-        for model in dict.fromkeys(r["model"] for r in batched):
-            rows = sorted(
-                (r for r in batched if r["model"] == model and r["concurrency"] == 1),
-                key=lambda r: r["batch"],
-            )
-            ax.plot(
-                [r["batch"] for r in rows],
-                [r["throughput_rps"] * r["batch"] for r in rows],
-                "o-",
-                label=f"{model} images/s",
-            )
-            for r in rows:
-                ax.annotate(
-                    f"p50 {r['p50_ms']:.0f} ms",
-                    (r["batch"], r["throughput_rps"] * r["batch"]),
-                    fontsize=7,
-                    textcoords="offset points",
-                    xytext=(4, 4),
-                )
-        ax.set_xlabel("images per request (detector, concurrency 1)")
-        ax.set_ylabel("images/s")
-        ax.set_title("Detector vs batch size")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-        written.append(_save(fig, folder / "scaling.png"))
-    tuned = [r for r in runs if r.get("variant")]
-    if tuned:
-        top = max(r["concurrency"] for r in tuned)
-        rows = [r for r in tuned if r["concurrency"] == top]
-        fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5), dpi=120)
-        ax.barh([r["variant"] for r in rows], [r["throughput_rps"] for r in rows])
-        for i, r in enumerate(rows):
-            ax.text(
-                r["throughput_rps"],
-                i,
-                f" {r['throughput_rps']:.1f}/s, p99 {r['p99_ms']:.0f} ms",
-                va="center",
-                fontsize=7,
-            )
-        ax.invert_yaxis()
-        ax.set_xlabel(f"throughput at concurrency {top} (requests/s)")
-        ax.set_title("CPU profile variants (YOLO11 ensemble)")
-        written.append(_save(fig, folder / "tuning.png"))
+    if sized(runs) or batched(runs):
+        written.append(_scaling(runs, folder))
+    if tuned(runs):
+        written.append(_tuning(runs, folder))
     return written
+
+
+def _scaling(runs: Sequence[dict], folder: Path) -> Path:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=120)
+    for ax, key, label in (
+        (axes[0], "throughput_rps", "throughput (requests/s)"),
+        (axes[1], "p50_ms", "p50 latency (ms)"),
+    ):
+        _size_panel(ax, sized(runs), key, label)
+    _batch_panel(axes[2], batched(runs))
+    return _save(fig, folder / "scaling.png")
+
+
+def _size_panel(ax, rows: list[dict], key: str, label: str) -> None:
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["image_side"])
+        ax.plot([r["image_side"] for r in mine], [r[key] for r in mine], "o-", label=model)
+    ax.set_yscale("log")
+    ax.set_xlabel("longer side of the X-ray (px), concurrency 4")
+    ax.set_ylabel(label)
+    ax.set_title(f"Served ensemble: {label.split(' (')[0]} vs image size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _batch_panel(ax, rows: list[dict]) -> None:
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = sorted(
+            (r for r in rows if r["model"] == model and r["concurrency"] == 1),
+            key=lambda r: r["batch"],
+        )
+        images = [r["throughput_rps"] * r["batch"] for r in mine]
+        ax.plot([r["batch"] for r in mine], images, "o-", label=f"{model} images/s")
+        for r, y in zip(mine, images):
+            ax.annotate(
+                f"p50 {r['p50_ms']:.0f} ms",
+                (r["batch"], y),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(4, 4),
+            )
+    ax.set_xlabel("images per request (detector, concurrency 1)")
+    ax.set_ylabel("images/s")
+    ax.set_title("Detector vs batch size")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _tuning(runs: Sequence[dict], folder: Path) -> Path:
+    plt = _pyplot()
+    top = max(r["concurrency"] for r in tuned(runs))
+    rows = [r for r in tuned(runs) if r["concurrency"] == top]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5), dpi=120)
+    ax.barh([r["variant"] for r in rows], [r["throughput_rps"] for r in rows])
+    for i, r in enumerate(rows):
+        ax.text(
+            r["throughput_rps"],
+            i,
+            f" {r['throughput_rps']:.1f}/s, p99 {r['p99_ms']:.0f} ms",
+            va="center",
+            fontsize=7,
+        )
+    ax.invert_yaxis()
+    ax.set_xlabel(f"throughput at concurrency {top} (requests/s)")
+    ax.set_title("CPU profile variants (YOLO11 ensemble)")
+    return _save(fig, folder / "tuning.png")
 
 
 def markdown(runs: Sequence[dict], *, command: str) -> str:
@@ -261,3 +294,229 @@ def markdown(runs: Sequence[dict], *, command: str) -> str:
             f"{r['p90_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['client_cpu_pct']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# RESULTS.md: the whole benchmark's report, written from its record (runs.json) alone
+# --------------------------------------------------------------------------------------------
+
+_INTRO = (
+    "Measured by `make bench` in one run on one machine; every ratio below compares numbers "
+    "measured side by side in that run, on the same images: the valid split of the bone "
+    "fracture X-ray dataset (Roboflow Universe, veda/bone-fracture-detection-daoon v4, "
+    "CC BY 4.0)."
+)
+_METHOD = (
+    "- method: closed-loop clients (asyncio gRPC), warm-up, then measurement windows until "
+    "two agree within 10 % on throughput; percentiles over the measured requests; the "
+    "server's own breakdown from Triton's statistics API; the client's CPU use per step."
+)
+_TARGETS = (
+    "- targets: `triton` is the served ensemble over gRPC (encoded image bytes in, boxes "
+    "out); `in-process` the same decode + letterbox + ONNX Runtime + NMS called by one "
+    "thread in one process (the single-stream ceiling: the server beats it under load by "
+    "running two detector sessions and the Python steps in parallel); `fastapi` a plain "
+    "FastAPI + ONNX Runtime HTTP server with the same pipeline; `ultralytics` "
+    "`YOLO(weights).predict()` in PyTorch; `perf_analyzer` Triton's own load generator on "
+    "the same server, model and images."
+)
+
+
+def results_markdown(record: dict[str, Any], *, plots: str = "results") -> str:
+    """``RESULTS.md`` from a suite record (``runs.json``): every figure comes from it; plots are
+    linked from the folder ``plots`` (relative to the report)."""
+    runs = record["runs"]
+    lines = _results_header(record)
+    lines += _targets_section(runs, record.get("ap50") or {}, record.get("ap50_source"))
+    lines += _tuning_section(runs, record.get("shipped_variant"))
+    lines += _direct_section(runs)
+    lines += _sizes_section(runs)
+    lines += _all_steps_section(runs)
+    lines += ["", "Plots (next to the JSON and CSV of every step):", ""]
+    lines += [f"![{name}]({plots}/{name}.png)" for name in suite_plot_names(runs)]
+    return "\n".join(lines) + "\n"
+
+
+def _results_header(record: dict[str, Any]) -> list[str]:
+    machine = record["machine"]
+    took = f" (took {record['elapsed_s'] / 60:.1f} min)" if "elapsed_s" in record else ""
+    return [
+        "# Benchmark results",
+        "",
+        _INTRO,
+        "",
+        f"- command: `{record['command']}`",
+        f"- date: {record.get('started', record['date'])}{took}",
+        f"- machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items()),
+        _METHOD,
+        _TARGETS,
+    ]
+
+
+def _section(title: str, columns: list[str], rows: list[str], *after: str) -> list[str]:
+    """A Markdown section: its title, a table and any paragraphs after it."""
+    lines = [
+        "",
+        f"## {title}",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + " --- |" * len(columns),
+    ]
+    lines += rows
+    for paragraph in after:
+        lines += ["", paragraph]
+    return lines
+
+
+def _targets_section(runs: list[dict], ap: dict, ap_source: str | None) -> list[str]:
+    from bonefrac.benchmarks.targets import verdicts
+
+    rows = [f"| {a} | {b} | {c} |" for a, b, c in verdicts(runs, ap)]
+    after = [f"AP50 figures: {ap_source}."] if ap and ap_source else []
+    return _section("Targets", ["target", "measured", "verdict"], rows, *after)
+
+
+def _tuning_section(runs: list[dict], shipped: str | None) -> list[str]:
+    """Each CPU profile variant at concurrency 1 and at the highest level."""
+    steps = tuned(runs)
+    if not steps:
+        return []
+    top = max(r["concurrency"] for r in steps)
+    best = max((r for r in steps if r["concurrency"] == top), key=lambda r: r["throughput_rps"])
+    rows, nan = [], float("nan")
+    for variant in dict.fromkeys(r["variant"] for r in steps):
+        one = next((r for r in steps if r["variant"] == variant and r["concurrency"] == 1), {})
+        hi = next((r for r in steps if r["variant"] == variant and r["concurrency"] == top), {})
+        det = hi.get("server", {}).get("yolo11_detector", {})
+        mark = " **(fastest)**" if hi is best else ""
+        mark += " (shipped)" if variant == shipped else ""
+        rows.append(
+            f"| {variant}{mark} | {one.get('p50_ms', nan):.1f} | "
+            f"{hi.get('throughput_rps', nan):.2f} | {hi.get('p99_ms', nan):.0f} | "
+            f"{det.get('queue_ms', 0):.1f} + {det.get('compute_infer_ms', 0):.1f} |"
+        )
+    columns = ["variant", "p50 ms at c1", f"throughput/s at c{top}", f"p99 ms at c{top}"]
+    columns.append(f"server queue + infer ms (detector) at c{top}")
+    return _section("CPU profile tuning (YOLO11 ensemble, one server per variant)", columns, rows)
+
+
+def _direct_section(runs: list[dict]) -> list[str]:
+    direct = [r for r in runs if r["target"] == "triton-detector"]
+    if not direct:
+        return []
+    rows = [
+        f"| {r['model']} | {r['input']} | {r['batch']} | {r['concurrency']} | "
+        f"{r['throughput_rps']:.2f} | {r['throughput_rps'] * r['batch']:.2f} | "
+        f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+        for r in direct
+    ]
+    return _section(
+        "Preprocessed tensors straight to the detector",
+        ["model", "input", "batch", "concurrency", "requests/s", "images/s", "p50 ms", "p99 ms"],
+        rows,
+        "Faster R-CNN's exported graph takes one image per call (its output has a different "
+        "number of boxes per image), so it has no batch-size axis.",
+    )
+
+
+def _preprocess_ms(r: dict) -> float:
+    """The served preprocess step's own time per request (Triton's statistics)."""
+    return r.get("server", {}).get(f"{r['model']}_preprocess", {}).get("compute_infer_ms", 0)
+
+
+def _sizes_section(runs: list[dict]) -> list[str]:
+    if not sized(runs):
+        return []
+    rows = [
+        f"| {r['model']} | {r['image_side']} | {r['concurrency']} | "
+        f"{r['throughput_rps']:.2f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+        f"{_preprocess_ms(r):.1f} |"
+        for r in sized(runs)
+    ]
+    return _section(
+        "Cost against image size (X-rays resized to the longer side, JPEG)",
+        ["model", "longer side px", "concurrency", "throughput/s", "p50 ms", "p99 ms"]
+        + ["preprocess ms (server)"],
+        rows,
+    )
+
+
+def _all_steps_section(runs: list[dict]) -> list[str]:
+    rows = []
+    for r in runs:
+        cpu = r["client_cpu_pct"] if r["client_cpu_pct"] is not None else ""
+        unstable = "*" if r.get("stable") is False else ""
+        rows.append(
+            f"| {r['target']} | {r.get('model', '')} | {r.get('variant') or r.get('input') or ''} "
+            f"| {r.get('image_side') or 'as stored'} | {r.get('batch') or 1} | "
+            f"{r['concurrency']} | {r['throughput_rps']:.2f}{unstable} | {r['p50_ms']:.1f} | "
+            f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {cpu} |"
+        )
+    after = []
+    if any(r.get("stable") is False for r in runs):
+        after.append(
+            "\\* not stable: no two measurement windows agreed within the stability bound "
+            "(perf_analyzer: its last trial); reported as measured."
+        )
+    columns = ["target", "model", "variant / input", "image side", "batch", "concurrency"]
+    columns += ["throughput/s", "p50 ms", "p90 ms", "p99 ms", "errors", "client CPU %"]
+    return _section("All steps", columns, rows, *after)
+
+
+def suite_plot_names(runs: Sequence[dict]) -> list[str]:
+    """The plots :func:`write_results` draws for these steps (file names without ``.png``)."""
+    from bonefrac.benchmarks.targets import is_main
+
+    main = [r for r in runs if is_main(r)]
+    names = ["throughput_vs_p99"]
+    names += ["server_breakdown"] if any(r.get("server") for r in main) else []
+    names += ["scaling"] if sized(runs) or batched(runs) else []
+    names += ["tuning"] if tuned(runs) else []
+    return names
+
+
+def draw_results(runs: Sequence[dict], out: Path) -> list[Path]:
+    """The suite's plots (:func:`suite_plot_names`) in ``out``."""
+    from bonefrac.benchmarks.targets import is_main
+
+    return plot([r for r in runs if is_main(r)], out) + plot_scaling(runs, out)
+
+
+def write_report(record: dict[str, Any], out: Path, report_path: Path) -> Path:
+    """``RESULTS.md`` at ``report_path`` from the record, its plots linked from ``out``."""
+    report_path.write_text(results_markdown(record, plots=os.path.relpath(out, report_path.parent)))
+    return report_path
+
+
+def write_results(record: dict[str, Any], out: Path, *, report_path: Path | None = None) -> Path:
+    """The suite's outputs from its record: ``runs.json`` (the record itself), ``runs.csv`` and
+    the plots in ``out``, and ``RESULTS.md`` at ``report_path`` (default ``out/RESULTS.md``).
+    Returns the report's path."""
+    (out / "runs.json").write_text(json.dumps(record, indent=1) + "\n")
+    write_csv(record["runs"], out / "runs.csv")
+    draw_results(record["runs"], out)
+    return write_report(record, out, report_path or out / "RESULTS.md")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite ``RESULTS.md`` from a committed record (no measuring)."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m bonefrac.benchmarks.report",
+        description="Write RESULTS.md from a make-bench record (runs.json); measures nothing.",
+    )
+    p.add_argument("--record", type=Path, default=Path("benchmarks/results/runs.json"))
+    p.add_argument("--report", type=Path, default=Path("benchmarks/RESULTS.md"))
+    p.add_argument("--plots", action="store_true", help="redraw the PNG files beside the record")
+    args = p.parse_args(argv)
+    record = json.loads(args.record.read_text())
+    if args.plots:
+        draw_results(record["runs"], args.record.parent)
+    print(f"wrote {write_report(record, args.record.parent, args.report)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,6 +16,7 @@ import shlex
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +147,48 @@ def tuning_repository(repository: Path, model: str, out: Path, **batching: Any) 
     return out
 
 
+@dataclass
+class Bench:
+    """What every section of the suite measures with: the server, the images, the levels."""
+
+    url: str
+    repo: Path
+    models: list[str]
+    images: list[bytes]
+    levels: list[int]
+    timing: dict[str, float]
+
+    async def sweep(
+        self, target, name: str, levels=None, stats=None, *, images=None, **extra: Any
+    ) -> list[dict]:
+        """``target`` at each level (default: the sweep's) on ``images`` (default: the
+        suite's); ``extra`` is added to each step's row."""
+        return await _sweep(
+            target,
+            images or self.images,
+            name=name,
+            levels=levels or self.levels,
+            stats=stats,
+            extra=extra,
+            **self.timing,
+        )
+
+    async def triton(self, model: str, levels=None, *, images=None, **extra: Any) -> list[dict]:
+        """A served ensemble over gRPC (its own connection), as :meth:`sweep`."""
+        from bonefrac.benchmarks import loadgen
+
+        target, stats, close = loadgen.triton_target(self.url, model)
+        try:
+            return await self.sweep(
+                target, "triton", levels, stats, images=images, model=model, **extra
+            )
+        finally:
+            await close()
+
+
 def run_tuning(args: argparse.Namespace, images: list[bytes], timing: dict) -> list[dict]:
     """The CPU profile sweep: the served YOLO11 ensemble under each of :data:`TUNING_VARIANTS`,
     one server at a time, at concurrency 1 and the sweep's highest."""
-    from bonefrac.benchmarks import loadgen
-    from bonefrac.server import TritonServer
 
     repo = Path(args.repository)
     sweep = [int(c) for c in args.concurrency.split(",")]
@@ -160,242 +198,220 @@ def run_tuning(args: argparse.Namespace, images: list[bytes], timing: dict) -> l
         with tempfile.TemporaryDirectory() as tmp:
             variant = tuning_repository(repo, "yolo11", Path(tmp), **change)
             print(f"tuning: {label}", flush=True)
-            with TritonServer(
-                variant,
-                grpc_port=0,
-                http_port=0,
-                metrics_port=0,
-                model_control="explicit",
-                load_models=["yolo11"],
-                startup_timeout_s=300,
-            ) as server:
-
-                async def main(url: str = server.grpc_url, label: str = label) -> list[dict]:
-                    target, stats, close = loadgen.triton_target(url, "yolo11")
-                    try:
-                        return await _sweep(
-                            target,
-                            images,
-                            name="triton",
-                            levels=levels,
-                            stats=stats,
-                            extra={"model": "yolo11", "variant": label},
-                            **timing,
-                        )
-                    finally:
-                        await close()
-
-                runs.extend(asyncio.run(main()))
+            server = _started(variant, ["yolo11"])
+            try:
+                bench = Bench(server.grpc_url, variant, ["yolo11"], images, levels, timing)
+                runs += asyncio.run(bench.triton("yolo11", variant=label))
+            finally:
+                server.stop()
     return runs
 
 
-async def run_detector_direct(
-    url: str, repo: Path, images: list[bytes], timing: dict
-) -> list[dict]:
+def _started(repository: Path, models: list[str]) -> Any:
+    """A tritonserver on free loopback ports with ``models`` loaded, started; started once more
+    if it crashed during start-up (on a saturated machine a Python-backend stub can miss its
+    start-up handshake and abort the server: not something the benchmark measures)."""
+    from bonefrac.errors import ServerError
+    from bonefrac.server import TritonServer
+
+    server = TritonServer.ephemeral(
+        repository, model_control="explicit", load_models=models, startup_timeout_s=300
+    )
+    try:
+        return server.start()
+    except ServerError as exc:
+        if "during start-up" not in str(exc):
+            raise
+        print(f"  tritonserver crashed while starting, once more: {exc}", flush=True)
+        return server.start()
+
+
+async def run_detector_direct(bench: Bench) -> list[dict]:
     """Preprocessed tensors straight to the detectors: over gRPC vs through system shared
     memory, and the batch size of one request (YOLO11: 1 to 8 images; Faster R-CNN's graph takes
     one image per call)."""
-    from bonefrac.benchmarks import loadgen
     from bonefrac.pipeline import read_repository_model
 
     runs: list[dict] = []
     for model in ("yolo11", "frcnn"):
-        if not (repo / model).is_dir():
+        if not (bench.repo / model).is_dir():
             continue
-        spec = read_repository_model(repo, model).spec
+        spec = read_repository_model(bench.repo, model).spec
         top = spec.batching.max_batch_size if model == "yolo11" else 1
         for batch in [b for b in (1, 2, 4, 8) if b <= top]:
-            payloads = loadgen.detector_payloads(images[:16], spec, batch=batch)
             for shm in (False, True) if batch == 1 else (False,):
-                target, stats, close = loadgen.detector_target(
-                    url, spec.detector, shared_memory=shm
-                )
-                print(f"{spec.detector} tensors, batch {batch}, shm {shm}", flush=True)
-                try:
-                    runs.extend(
-                        await _sweep(
-                            target,
-                            payloads,
-                            name="triton-detector",
-                            levels=[1, 4] if batch == 1 and model == "yolo11" else [1],
-                            stats=stats,
-                            extra={
-                                "model": model,
-                                "batch": batch,
-                                "input": "shared memory" if shm else "gRPC",
-                            },
-                            **timing,
-                        )
-                    )
-                finally:
-                    await close()
+                runs += await _detector_steps(bench, spec, model, batch, shm)
+    return runs
+
+
+async def _detector_steps(bench: Bench, spec, model: str, batch: int, shm: bool) -> list[dict]:
+    """One detector with ``batch`` images per request, over gRPC or shared memory (YOLO11 at
+    batch 1: concurrency 1 and 4; the others at 1)."""
+    from bonefrac.benchmarks import loadgen
+
+    payloads = loadgen.detector_payloads(bench.images[:16], spec, batch=batch)
+    target, stats, close = loadgen.detector_target(bench.url, spec.detector, shared_memory=shm)
+    print(f"{spec.detector} tensors, batch {batch}, shm {shm}", flush=True)
+    try:
+        return await bench.sweep(
+            target,
+            "triton-detector",
+            [1, 4] if batch == 1 and model == "yolo11" else [1],
+            stats,
+            images=payloads,
+            model=model,
+            batch=batch,
+            input="shared memory" if shm else "gRPC",
+        )
+    finally:
+        await close()
+
+
+async def _served(bench: Bench, model: str, warmup_s: float) -> list[dict]:
+    """One ensemble over gRPC over the sweep (Faster R-CNN up to concurrency 4), after an
+    unmeasured load: the Python backend's shared-memory pools grow over the first few hundred
+    requests (docs/RELIABILITY.md)."""
+    from bonefrac.benchmarks import loadgen
+
+    print(f"{model} over gRPC", flush=True)
+    target, _, close = loadgen.triton_target(bench.url, model)
+    try:
+        await loadgen.run_step(
+            target,
+            bench.images,
+            name="warm-up",
+            concurrency=4,
+            warmup_s=warmup_s * 4,
+            window_s=1.0,
+            max_windows=1,
+        )
+    finally:
+        await close()
+    return await bench.triton(
+        model, bench.levels if model != "frcnn" else [c for c in bench.levels if c <= 4]
+    )
+
+
+def _cross_check(bench: Bench, window_s: float, stability_pct: float) -> list[dict]:
+    """perf_analyzer on the same server, model, images and levels, right after our own sweep
+    of yolo11, so both see the server in the same state."""
+    from bonefrac.benchmarks import perf_analyzer
+
+    binary = perf_analyzer.locate() or perf_analyzer.install()
+    print("perf_analyzer", flush=True)
+    rows = []
+    for c in bench.levels:
+        row = perf_analyzer.run(
+            binary,
+            url=bench.url,
+            model="yolo11",
+            images=bench.images,
+            concurrency=c,
+            window_s=window_s,
+            stability_pct=int(stability_pct),
+        )
+        rows.append({**row, "model": "yolo11"})
+        stable = "" if row["stable"] else " (no stable window: the last trial)"
+        print(f"  perf_analyzer c{c}: {row['throughput_rps']:.2f}/s{stable}", flush=True)
+    return rows
+
+
+async def _baselines(bench: Bench, fastapi_url: str, weights: str | None, imgsz: int) -> list:
+    """The in-process ceiling, the FastAPI + ONNX Runtime server and Ultralytics predict."""
+    from bonefrac.benchmarks import loadgen
+    from bonefrac.benchmarks.fastapi_baseline import http_target
+
+    print("in-process ceiling", flush=True)
+    ceiling = loadgen.in_process_target(str(bench.repo), "yolo11")
+    runs = await bench.sweep(ceiling, "in-process", model="yolo11")
+    target, close = http_target(fastapi_url)
+    print("FastAPI + ONNX Runtime", flush=True)
+    try:
+        runs += await bench.sweep(target, "fastapi", model="yolo11")
+    finally:
+        await close()
+    if weights:
+        print("Ultralytics predict (PyTorch)", flush=True)
+        eager = loadgen.ultralytics_target(weights, imgsz=imgsz)
+        runs += await bench.sweep(
+            eager, "ultralytics", [c for c in bench.levels if c <= 4], model="yolo11"
+        )
+    return runs
+
+
+async def _image_sizes(bench: Bench, sides: list[int]) -> list[dict]:
+    """Each served model (not INT8) at concurrency 4 on the images resized to each side."""
+    runs: list[dict] = []
+    for side in sides:
+        scaled = _resized_copies(bench.images[:8], side)
+        for model in [m for m in bench.models if m != "yolo11_int8"]:
+            runs += await bench.triton(model, [4], images=scaled, image_side=side)
+    return runs
+
+
+async def _on_one_server(bench: Bench, args: argparse.Namespace, fastapi_url: str) -> list:
+    """Every section that runs against the suite's server, in the report's order."""
+    runs: list[dict] = []
+    for model in bench.models:
+        runs += await _served(bench, model, args.warmup_s)
+        if model == "yolo11" and not args.no_perf_analyzer:
+            runs += _cross_check(bench, args.window_s, args.stability_pct)
+    runs += await _baselines(bench, fastapi_url, args.weights, args.imgsz)
+    runs += await _image_sizes(bench, args.sizes)
+    runs += await run_detector_direct(bench)
     return runs
 
 
 def run_suite(args: argparse.Namespace) -> dict[str, Any]:
-    from bonefrac.benchmarks import loadgen, perf_analyzer
-    from bonefrac.benchmarks.fastapi_baseline import FastApiServer, http_target
+    """Measure every section; returns the record's facts: ``runs`` (every step), ``models``,
+    ``ap50`` (FP32 and INT8 YOLO11 on valid, with ``ap50_source``) and ``shipped_variant``."""
+    from bonefrac.benchmarks.fastapi_baseline import FastApiServer
     from bonefrac.benchmarks.soak import load_images
-    from bonefrac.server import TritonServer
 
     repo = Path(args.repository)
     models = [m for m in ("yolo11", "yolo11_int8", "frcnn") if (repo / m).is_dir()]
-    images = load_images(args.images, limit=32)
-    levels = [int(c) for c in args.concurrency.split(",")]
     timing = dict(
         window_s=args.window_s,
         warmup_s=args.warmup_s,
         max_windows=args.max_windows,
         stability=args.stability_pct / 100.0,
     )
-    runs: list[dict] = []
-    server = TritonServer(
-        repo,
-        grpc_port=0,
-        http_port=0,
-        metrics_port=0,
-        model_control="explicit",
-        load_models=models,
-        startup_timeout_s=300,
-    )
-    fastapi = None
-    with server:
-        url = server.grpc_url
-
-        def cross_check() -> None:
-            """perf_analyzer on the same server, model, images and levels, right after our
-            own sweep of yolo11, so both see the server in the same state."""
-            binary = perf_analyzer.locate() or perf_analyzer.install()
-            print("perf_analyzer", flush=True)
-            for c in levels:
-                row = perf_analyzer.run(
-                    binary,
-                    url=url,
-                    model="yolo11",
-                    images=images,
-                    concurrency=c,
-                    window_s=args.window_s,
-                    stability_pct=int(args.stability_pct),
-                )
-                row["model"] = "yolo11"
-                runs.append(row)
-                print(f"  perf_analyzer c{c}: {row['throughput_rps']:.2f}/s", flush=True)
-
-        async def main() -> None:
-            for model in models:
-                target, stats, close = loadgen.triton_target(url, model)
-                print(f"{model} over gRPC", flush=True)
-                try:
-                    # Unmeasured load first: the Python backend's shared-memory pools grow over
-                    # the first few hundred requests (docs/RELIABILITY.md).
-                    await loadgen.run_step(
-                        target,
-                        images,
-                        name="warm-up",
-                        concurrency=4,
-                        warmup_s=args.warmup_s * 4,
-                        window_s=1.0,
-                        max_windows=1,
-                    )
-                    sweep = levels if model != "frcnn" else [c for c in levels if c <= 4]
-                    runs.extend(
-                        await _sweep(
-                            target,
-                            images,
-                            name="triton",
-                            levels=sweep,
-                            stats=stats,
-                            extra={"model": model},
-                            **timing,
-                        )
-                    )
-                finally:
-                    await close()
-                if model == "yolo11" and not args.no_perf_analyzer:
-                    cross_check()
-            print("in-process ceiling", flush=True)
-            runs.extend(
-                await _sweep(
-                    loadgen.in_process_target(str(repo), "yolo11"),
-                    images,
-                    name="in-process",
-                    levels=levels,
-                    extra={"model": "yolo11"},
-                    **timing,
-                )
-            )
-            target, close = http_target(fastapi.url)
-            print("FastAPI + ONNX Runtime", flush=True)
-            try:
-                runs.extend(
-                    await _sweep(
-                        target,
-                        images,
-                        name="fastapi",
-                        levels=levels,
-                        extra={"model": "yolo11"},
-                        **timing,
-                    )
-                )
-            finally:
-                await close()
-            if args.weights:
-                print("Ultralytics predict (PyTorch)", flush=True)
-                target = loadgen.ultralytics_target(args.weights, imgsz=args.imgsz)
-                runs.extend(
-                    await _sweep(
-                        target,
-                        images,
-                        name="ultralytics",
-                        levels=[c for c in levels if c <= 4],
-                        extra={"model": "yolo11"},
-                        **timing,
-                    )
-                )
-            for side in args.sizes:
-                scaled = _resized_copies(images[:8], side)
-                for model in [m for m in models if m != "yolo11_int8"]:
-                    target, stats, close = loadgen.triton_target(url, model)
-                    try:
-                        runs.extend(
-                            await _sweep(
-                                target,
-                                scaled,
-                                name="triton",
-                                levels=[4],
-                                stats=stats,
-                                extra={"model": model, "image_side": side},
-                                **timing,
-                            )
-                        )
-                    finally:
-                        await close()
-            runs.extend(await run_detector_direct(url, repo, images, timing))
-
+    server = _started(repo, models)
+    try:
+        bench = Bench(
+            url=server.grpc_url,
+            repo=repo,
+            models=models,
+            images=load_images(args.images, limit=32),
+            levels=[int(c) for c in args.concurrency.split(",")],
+            timing=timing,
+        )
         fastapi = FastApiServer(str(repo), "yolo11")
         try:
-            asyncio.run(main())
+            runs = asyncio.run(_on_one_server(bench, args, fastapi.url))
         finally:
             fastapi.stop()
-        ap = int8_accuracy(url, models, args.data, limit=args.eval_limit) if args.data else {}
+        ap = (
+            int8_accuracy(server.grpc_url, models, args.data, limit=args.eval_limit)
+            if args.data
+            else {}
+        )
+    finally:
+        server.stop()
     if not args.no_tuning:
-        runs.extend(run_tuning(args, images, timing))
-    return {
-        "runs": runs,
-        "models": models,
-        "ap50": ap,
-        "shipped_variant": shipped_variant(repo),
-    }
+        runs += run_tuning(args, bench.images, timing)
+    return {"models": models, **ap, "shipped_variant": shipped_variant(repo), "runs": runs}
 
 
 def int8_accuracy(
     url: str, models: list[str], data: str, *, limit: int | None = None
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Valid AP50 (6class) of the FP32 and INT8 YOLO11 through the suite's server, with the
-    project's evaluator (cached by model and data content, so a re-run costs nothing)."""
+    project's evaluator (cached by model and data content, so a re-run costs nothing): the
+    record's ``ap50`` and ``ap50_source``."""
     from bonefrac.client.evaluate import default_cache_dir, evaluate, served_model
 
-    out = {}
+    ap50 = {}
     for model in ("yolo11", "yolo11_int8"):
         if model in models:
             report = evaluate(
@@ -406,263 +422,11 @@ def int8_accuracy(
                 progress=False,
                 limit=limit,
             )
-            out[model] = report["ap50"]
+            ap50[model] = report["ap50"]
             print(f"  {model}: valid AP50 {report['ap50']:.4f}", flush=True)
-    return out
-
-
-def _main(r: dict) -> bool:
-    """A row of the main comparison (not a scaling, tuning or detector-direct step)."""
-    return not (r.get("image_side") or r.get("variant") or r.get("batch"))
-
-
-def _best(runs, **match) -> dict | None:
-    rows = [r for r in runs if all(r.get(k) == v for k, v in match.items()) and _main(r)]
-    return max(rows, key=lambda r: r["throughput_rps"]) if rows else None
-
-
-def _at(runs, c, **match) -> dict | None:
-    rows = [
-        r
-        for r in runs
-        if r.get("concurrency") == c and _main(r) and all(r.get(k) == v for k, v in match.items())
-    ]
-    return rows[0] if rows else None
-
-
-def targets_table(runs: list[dict], ap: dict | None = None) -> list[tuple[str, str, str]]:
-    """(target, measured, verdict) for the targets of issue 7."""
-    rows = []
-    served = _best(runs, target="triton", model="yolo11")
-    ceiling = _best(runs, target="in-process")
-    if served and ceiling:
-        ratio = served["throughput_rps"] / ceiling["throughput_rps"]
-        rows.append(
-            (
-                "served best throughput >= 0.9 x in-process ceiling",
-                f"{served['throughput_rps']:.2f} / {ceiling['throughput_rps']:.2f} = {ratio:.2f}",
-                "met" if ratio >= 0.9 else "not met",
-            )
-        )
-    s1, i1 = _at(runs, 1, target="triton", model="yolo11"), _at(runs, 1, target="in-process")
-    if s1 and i1:
-        gap = s1["p50_ms"] - i1["p50_ms"]
-        rows.append(
-            (
-                "served p50 at concurrency 1 within 3 ms of in-process",
-                f"{s1['p50_ms']:.1f} - {i1['p50_ms']:.1f} = {gap:.1f} ms",
-                "met" if gap <= 3 else "not met",
-            )
-        )
-    ultra = _best(runs, target="ultralytics")
-    if served and ultra:
-        ratio = served["throughput_rps"] / ultra["throughput_rps"]
-        rows.append(
-            (
-                "served >= 1.5 x Ultralytics predict throughput",
-                f"{ratio:.2f} x",
-                "met" if ratio >= 1.5 else "not met",
-            )
-        )
-    for c in (4, 8):
-        s, f = _at(runs, c, target="triton", model="yolo11"), _at(runs, c, target="fastapi")
-        if s and f:
-            ok = s["throughput_rps"] > f["throughput_rps"] and s["p99_ms"] < f["p99_ms"]
-            rows.append(
-                (
-                    f"better throughput and p99 than FastAPI at concurrency {c}",
-                    f"{s['throughput_rps']:.2f} vs {f['throughput_rps']:.2f}/s, p99 "
-                    f"{s['p99_ms']:.0f} vs {f['p99_ms']:.0f} ms",
-                    "met" if ok else "not met",
-                )
-            )
-    diffs = []
-    for r in runs:
-        if r["target"] == "perf_analyzer":
-            ours = _at(runs, r["concurrency"], target="triton", model="yolo11")
-            if ours:
-                diffs.append(
-                    abs(ours["throughput_rps"] - r["throughput_rps"]) / r["throughput_rps"]
-                )
-    if diffs:
-        worst = max(diffs)
-        rows.append(
-            (
-                "load generator and perf_analyzer agree within 10 % on throughput",
-                f"largest difference {100 * worst:.1f} %",
-                "met" if worst <= 0.1 else "not met",
-            )
-        )
-    fp32, int8 = (
-        _best(runs, target="triton", model="yolo11"),
-        _best(runs, target="triton", model="yolo11_int8"),
-    )
-    if fp32 and int8:
-        rows.append(
-            (
-                "INT8 speed-up over FP32 (served, best throughput)",
-                f"{int8['throughput_rps'] / fp32['throughput_rps']:.2f} x",
-                "measured",
-            )
-        )
-    if ap and "yolo11" in ap and "yolo11_int8" in ap:
-        delta = ap["yolo11_int8"] - ap["yolo11"]
-        rows.append(
-            (
-                "INT8 AP50 on valid within 0.01 of FP32",
-                f"{ap['yolo11_int8']:.4f} vs {ap['yolo11']:.4f} ({delta:+.4f})",
-                "met" if abs(delta) <= 0.01 else "not met",
-            )
-        )
-    return rows
-
-
-def tuning_table(runs: list[dict], shipped: str | None = None) -> list[str]:
-    """Markdown lines: each CPU profile variant at concurrency 1 and at the highest level."""
-    rows = [r for r in runs if r.get("variant")]
-    if not rows:
-        return []
-    top = max(r["concurrency"] for r in rows)
-    lines = [
-        f"| variant | p50 ms at c1 | throughput/s at c{top} | p99 ms at c{top} | server queue + "
-        f"infer ms (detector) at c{top} |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    best = max((r for r in rows if r["concurrency"] == top), key=lambda r: r["throughput_rps"])
-    for variant in dict.fromkeys(r["variant"] for r in rows):
-        one = next((r for r in rows if r["variant"] == variant and r["concurrency"] == 1), {})
-        hi = next((r for r in rows if r["variant"] == variant and r["concurrency"] == top), {})
-        det = hi.get("server", {}).get("yolo11_detector", {})
-        mark = " **(fastest)**" if hi is best else ""
-        mark += " (shipped)" if variant == shipped else ""
-        lines.append(
-            f"| {variant}{mark} | {one.get('p50_ms', float('nan')):.1f} | "
-            f"{hi.get('throughput_rps', float('nan')):.2f} | "
-            f"{hi.get('p99_ms', float('nan')):.0f} | "
-            f"{det.get('queue_ms', 0):.1f} + {det.get('compute_infer_ms', 0):.1f} |"
-        )
-    return lines
-
-
-def write_results(
-    result: dict,
-    out: Path,
-    *,
-    command: str,
-    started: str,
-    elapsed_s: float,
-    report_path: Path | None = None,
-) -> Path:
-    """``RESULTS.md`` (at ``report_path``, default ``out/RESULTS.md``) with JSON, CSV and plots
-    in ``out``."""
-    import os
-
-    from bonefrac.benchmarks import report
-
-    env = report.environment()
-    runs = result["runs"]
-    ap = result.get("ap50") or {}
-    path = report_path or out / "RESULTS.md"
-    rel = os.path.relpath(out, path.parent)
-    lines = [
-        "# Benchmark results",
-        "",
-        "Measured by `make bench` in one run on one machine; every ratio below compares numbers "
-        "measured side by side in that run, on the same images: the valid split of the bone "
-        "fracture X-ray dataset (Roboflow Universe, veda/bone-fracture-detection-daoon v4, "
-        "CC BY 4.0).",
-        "",
-        f"- command: `{command}`",
-        f"- date: {started} (took {elapsed_s / 60:.1f} min)",
-        f"- machine: {env['machine']['cpu']}, {env['machine']['cores']} cores, "
-        f"{env['machine']['platform']}",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
-        "- method: closed-loop clients (asyncio gRPC), warm-up, then measurement windows until "
-        "two agree within 10 % on throughput; percentiles over the measured requests; the "
-        "server's own breakdown from Triton's statistics API; the client's CPU use per step.",
-        "- targets: `triton` is the served ensemble over gRPC (encoded image bytes in, boxes "
-        "out); `in-process` the same decode + letterbox + ONNX Runtime + NMS called by one "
-        "thread in one process (the single-stream ceiling: the server beats it under load by "
-        "running two detector sessions and the Python steps in parallel); `fastapi` a plain "
-        "FastAPI + ONNX Runtime HTTP server with the same pipeline; `ultralytics` "
-        "`YOLO(weights).predict()` in PyTorch; `perf_analyzer` Triton's own load generator on "
-        "the same server, model and images.",
-        "",
-        "## Targets",
-        "",
-        "| target | measured | verdict |",
-        "| --- | --- | --- |",
-    ]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in targets_table(runs, ap)]
-    tuning = tuning_table(runs, result.get("shipped_variant"))
-    if tuning:
-        lines += [
-            "",
-            "## CPU profile tuning (YOLO11 ensemble, one server per variant)",
-            "",
-            *tuning,
-        ]
-    direct = [r for r in runs if r["target"] == "triton-detector"]
-    if direct:
-        lines += [
-            "",
-            "## Preprocessed tensors straight to the detector",
-            "",
-            "| model | input | batch | concurrency | requests/s | images/s | p50 ms | p99 ms |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for r in direct:
-            lines.append(
-                f"| {r['model']} | {r['input']} | {r['batch']} | {r['concurrency']} | "
-                f"{r['throughput_rps']:.2f} | {r['throughput_rps'] * r['batch']:.2f} | "
-                f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
-            )
-        lines += [
-            "",
-            "Faster R-CNN's exported graph takes one image per call (its output has a different "
-            "number of boxes per image), so it has no batch-size axis.",
-        ]
-    sized = [r for r in runs if r.get("image_side")]
-    if sized:
-        lines += [
-            "",
-            "## Cost against image size (X-rays resized to the longer side, JPEG)",
-            "",
-            "| model | longer side px | concurrency | throughput/s | p50 ms | p99 ms | "
-            "preprocess ms (server) |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for r in sized:
-            pre = r.get("server", {}).get(f"{r['model']}_preprocess", {})
-            lines.append(
-                f"| {r['model']} | {r['image_side']} | {r['concurrency']} | "
-                f"{r['throughput_rps']:.2f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-                f"{pre.get('compute_infer_ms', 0):.1f} |"
-            )
-    lines += [
-        "",
-        "## All steps",
-        "",
-        "| target | model | variant / input | image side | batch | concurrency | throughput/s | "
-        "p50 ms | p90 ms | p99 ms | errors | client CPU % |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in runs:
-        lines.append(
-            f"| {r['target']} | {r.get('model', '')} | {r.get('variant') or r.get('input') or ''} "
-            f"| {r.get('image_side') or 'as stored'} | {r.get('batch') or 1} | "
-            f"{r['concurrency']} | {r['throughput_rps']:.2f} | {r['p50_ms']:.1f} | "
-            f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | "
-            f"{r['client_cpu_pct'] if r['client_cpu_pct'] is not None else ''} |"
-        )
-    plots = report.plot([r for r in runs if _main(r)], out)
-    plots += report.plot_scaling(runs, out)
-    lines += ["", "Plots (next to the JSON and CSV of every step):", ""]
-    lines += [f"![{p.stem}]({rel}/{p.name})" for p in plots]
-    path.write_text("\n".join(lines) + "\n")
-    report.write_json(runs, out / "runs.json", command=command)
-    report.write_csv(runs, out / "runs.csv")
-    return path
+    images = f"the first {limit} images" if limit else "every image"
+    source = f"bonefrac eval through the suite's server, valid split ({images}), 6class protocol"
+    return {"ap50": ap50, "ap50_source": source}
 
 
 def _relative(arg: str) -> str:
@@ -705,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="data.yaml: score FP32 vs INT8 AP50 on valid (bonefrac eval)")
     p.add_argument("--eval-limit", type=int, help="score only the first N valid images (smoke)")
     args = p.parse_args(argv)
+    from bonefrac.benchmarks import report
+    from bonefrac.benchmarks.targets import verdicts
     from bonefrac.pipeline import read_repository_model
 
     spec = read_repository_model(args.repository, "yolo11").spec
@@ -728,16 +494,16 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bonefrac.benchmarks.suite " + " ".join(
         shlex.quote(_relative(a)) for a in (argv if argv is not None else sys.argv[1:])
     )
-    path = write_results(
-        result,
-        out,
-        command=command,
-        started=started,
-        elapsed_s=time.monotonic() - t0,
-        report_path=Path(args.report) if args.report else None,
-    )
+    record = {
+        "command": command,
+        **report.environment(),
+        "started": started,
+        "elapsed_s": round(time.monotonic() - t0, 1),
+        **result,
+    }
+    path = report.write_results(record, out, report_path=Path(args.report) if args.report else None)
     print(f"wrote {path}")
-    print(json.dumps(targets_table(result["runs"], result.get("ap50")), indent=1))
+    print(json.dumps(verdicts(result["runs"], result.get("ap50")), indent=1))
     return 0
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.export]
 
 
 def test_suite_quick(repository, data_dir, tmp_path):
+    from bonefrac.benchmarks.report import results_markdown
     from bonefrac.benchmarks.suite import main
 
     out = tmp_path / "results"
@@ -60,7 +63,13 @@ def test_suite_quick(repository, data_dir, tmp_path):
     for plot in ("throughput_vs_p99", "server_breakdown", "scaling", "tuning"):
         assert (out / f"{plot}.png").is_file(), plot
         assert f"{plot}.png)" in text, plot  # linked from the report
-    rows = __import__("json").loads((out / "runs.json").read_text())["runs"]
+    record = json.loads((out / "runs.json").read_text())
+    rows = record["runs"]
     assert all(r["errors"] == 0 for r in rows), [r for r in rows if r["errors"]]
+    # the report is written from the record alone, which holds what it shows
+    assert text == results_markdown(record, plots=".")
+    assert set(record["ap50"]) == {"yolo11", "yolo11_int8"} and "24 images" in record["ap50_source"]
+    assert record["shipped_variant"] in {r.get("variant") for r in rows}
+    assert record["elapsed_s"] > 0 and record["started"]
     # shared-memory regions of the detector steps were unregistered and freed
     assert not [p for p in __import__("os").listdir("/dev/shm") if "bonefrac_bench" in p]

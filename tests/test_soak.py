@@ -39,9 +39,9 @@ def test_short_soak(repository, data_dir, tmp_path):
         text=True,
         timeout=600,
     )
-    report = json.loads(out.read_text())
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
     assert report["errors"] == 0 and report["requests"] > 50
     assert report["rss_growth_pct"] < 5.0, report["rss_samples_mb"]
     assert report["shm_files_left_after_stop"] == 0

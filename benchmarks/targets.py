@@ -1,0 +1,190 @@
+"""The project's performance targets, as data: one :class:`Rule` per target, saying what it
+compares, its threshold and how its verdict is reached; :func:`verdicts` applies them to the
+steps of one ``make bench`` record.
+
+The targets: serving through Triton must cost nothing against running the same pipeline in the
+caller's process (throughput, and a lone request's latency), must beat what a user would run
+without a server (Ultralytics ``predict()`` in PyTorch, and a plain FastAPI + ONNX Runtime HTTP
+server), bonefrac's load generator must agree with Triton's own (perf_analyzer), and the INT8
+model must keep the FP32 model's accuracy (its speed-up is measured, with no threshold).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Runs = Sequence[dict[str, Any]]
+#: What a rule measures: (the value its threshold applies to, the text shown), or None when the
+#: record lacks the steps it compares.
+Measure = Callable[[Runs, dict[str, float]], "tuple[float, str] | None"]
+
+
+def is_main(r: dict) -> bool:
+    """A step of the main comparison (not a scaling, tuning or detector-direct step)."""
+    return not (r.get("image_side") or r.get("variant") or r.get("batch"))
+
+
+def _matching(runs: Runs, match: dict[str, Any]) -> list[dict]:
+    return [r for r in runs if is_main(r) and all(r.get(k) == v for k, v in match.items())]
+
+
+def best(runs: Runs, **match: Any) -> dict | None:
+    """The main-comparison step with the highest throughput among those matching."""
+    rows = _matching(runs, match)
+    return max(rows, key=lambda r: r["throughput_rps"]) if rows else None
+
+
+def at(runs: Runs, concurrency: int, **match: Any) -> dict | None:
+    """The first main-comparison step at ``concurrency`` matching."""
+    rows = _matching(runs, {**match, "concurrency": concurrency})
+    return rows[0] if rows else None
+
+
+SERVED = {"target": "triton", "model": "yolo11"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One target.
+
+    Attributes:
+        label: what is claimed; ``{threshold:g}`` (or ``{pct:g}``, the threshold in per cent)
+            is filled in from ``threshold``.
+        measure: what it compares (see :data:`Measure`).
+        threshold: the bound the value must meet; None: measured, no verdict.
+        holds: how the value meets the threshold (``operator.ge``: at least, ``operator.le``:
+            at most, ``operator.gt``: more than).
+    """
+
+    label: str
+    measure: Measure
+    threshold: float | None = None
+    holds: Callable[[float, float], bool] = operator.ge
+
+    def verdict(self, runs: Runs, ap: dict[str, float]) -> tuple[str, str, str] | None:
+        """(target, measured, verdict), or None when the record lacks the steps."""
+        measured = self.measure(runs, ap)
+        if measured is None:
+            return None
+        value, text = measured
+        if self.threshold is None:
+            return self.label, text, "measured"
+        met = self.holds(value, self.threshold)
+        label = self.label.format(threshold=self.threshold, pct=100 * self.threshold)
+        return label, text, "met" if met else "not met"
+
+
+def _best_ratio(top: dict[str, Any], bottom: dict[str, Any], *, both: bool = False) -> Measure:
+    """The best throughput of the steps matching ``top`` over that of ``bottom`` (the text
+    shows both figures when ``both``)."""
+
+    def measure(runs: Runs, ap: dict) -> tuple[float, str] | None:
+        num, den = best(runs, **top), best(runs, **bottom)
+        if not (num and den):
+            return None
+        ratio = num["throughput_rps"] / den["throughput_rps"]
+        if both:
+            return ratio, f"{num['throughput_rps']:.2f} / {den['throughput_rps']:.2f} = {ratio:.2f}"
+        return ratio, f"{ratio:.2f} x"
+
+    return measure
+
+
+def _lone_request_gap(runs: Runs, ap: dict) -> tuple[float, str] | None:
+    served, ceiling = at(runs, 1, **SERVED), at(runs, 1, target="in-process")
+    if not (served and ceiling):
+        return None
+    gap = served["p50_ms"] - ceiling["p50_ms"]
+    return gap, f"{served['p50_ms']:.1f} - {ceiling['p50_ms']:.1f} = {gap:.1f} ms"
+
+
+def _fastapi_at(concurrency: int) -> Measure:
+    """Served vs FastAPI at one concurrency: the value is the smaller of the two advantages
+    (throughput ratio, p99 ratio), so it is above 1 only when served wins on both."""
+
+    def measure(runs: Runs, ap: dict) -> tuple[float, str] | None:
+        s, f = at(runs, concurrency, **SERVED), at(runs, concurrency, target="fastapi")
+        if not (s and f):
+            return None
+        value = min(s["throughput_rps"] / f["throughput_rps"], f["p99_ms"] / s["p99_ms"])
+        text = (
+            f"{s['throughput_rps']:.2f} vs {f['throughput_rps']:.2f}/s, p99 "
+            f"{s['p99_ms']:.0f} vs {f['p99_ms']:.0f} ms"
+        )
+        return value, text
+
+    return measure
+
+
+def _perf_analyzer_gap(runs: Runs, ap: dict) -> tuple[float, str] | None:
+    """The largest throughput difference, relative to perf_analyzer's, over the levels both ran;
+    perf_analyzer steps without a stable window count too (their last trial), and are named."""
+    diffs, unstable = [], []
+    for r in runs:
+        ours = at(runs, r["concurrency"], **SERVED) if r["target"] == "perf_analyzer" else None
+        if ours:
+            diffs.append(abs(ours["throughput_rps"] - r["throughput_rps"]) / r["throughput_rps"])
+            if r.get("stable") is False:
+                unstable.append(f"c{r['concurrency']}")
+    if not diffs:
+        return None
+    text = f"largest difference {100 * max(diffs):.1f} %"
+    if unstable:
+        text += f" (perf_analyzer found no stable window at {', '.join(unstable)})"
+    return max(diffs), text
+
+
+def _int8_ap50_delta(runs: Runs, ap: dict) -> tuple[float, str] | None:
+    if not ("yolo11" in ap and "yolo11_int8" in ap):
+        return None
+    delta = ap["yolo11_int8"] - ap["yolo11"]
+    return abs(delta), f"{ap['yolo11_int8']:.4f} vs {ap['yolo11']:.4f} ({delta:+.4f})"
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "served best throughput >= {threshold:g} x in-process ceiling",
+        _best_ratio(SERVED, {"target": "in-process"}, both=True),
+        0.9,
+    ),
+    Rule(
+        "served p50 at concurrency 1 within {threshold:g} ms of in-process",
+        _lone_request_gap,
+        3.0,
+        operator.le,
+    ),
+    Rule(
+        "served >= {threshold:g} x Ultralytics predict throughput",
+        _best_ratio(SERVED, {"target": "ultralytics"}),
+        1.5,
+    ),
+    *(
+        Rule(
+            f"better throughput and p99 than FastAPI at concurrency {c}",
+            _fastapi_at(c),
+            1.0,
+            operator.gt,
+        )
+        for c in (4, 8)
+    ),
+    Rule(
+        "load generator and perf_analyzer agree within {pct:g} % on throughput",
+        _perf_analyzer_gap,
+        0.1,
+        operator.le,
+    ),
+    Rule(
+        "INT8 speed-up over FP32 (served, best throughput)",
+        _best_ratio({"target": "triton", "model": "yolo11_int8"}, SERVED),
+    ),
+    Rule("INT8 AP50 on valid within {threshold:g} of FP32", _int8_ap50_delta, 0.01, operator.le),
+)
+
+
+def verdicts(runs: Runs, ap: dict[str, float] | None = None) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) for every rule the record has the steps for."""
+    rows = (rule.verdict(runs, ap or {}) for rule in RULES)
+    return [row for row in rows if row is not None]

@@ -1,0 +1,106 @@
+"""benchmarks/RESULTS.md is what its generator writes from the committed record, and the targets'
+verdicts follow their rules (no server: the record is read, nothing is measured)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@pytest.fixture(scope="module")
+def record() -> dict:
+    return json.loads((RESULTS / "runs.json").read_text())
+
+
+def test_committed_results_are_what_the_generator_writes(record):
+    """Every figure of RESULTS.md comes from runs.json (regenerate with
+    ``python -m bonefrac.benchmarks.report``); the plots it links are committed beside it."""
+    from bonefrac.benchmarks.report import results_markdown, suite_plot_names
+
+    text = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    assert text == results_markdown(record, plots="results")
+    for name in suite_plot_names(record["runs"]):
+        assert (RESULTS / f"{name}.png").is_file(), name
+
+
+def test_record_holds_what_the_report_shows(record):
+    """The AP50 figures, the shipped variant and the run's duration are in the record; AP50
+    taken from a committed evaluation record equals it."""
+    assert {"started", "elapsed_s", "models", "ap50", "ap50_source", "shipped_variant"} <= set(
+        record
+    )
+    source = record["ap50_source"].split()[0]
+    if (ROOT / source).is_file():
+        reports = {r["model"]["name"]: r for r in json.loads((ROOT / source).read_text())}
+        assert record["ap50"] == {m: reports[m]["ap50"] for m in record["ap50"]}
+    variants = {r.get("variant") for r in record["runs"]}
+    assert record["shipped_variant"] in variants
+
+
+def _row(target: str, concurrency: int, rps: float, **extra) -> dict:
+    return {
+        "target": target,
+        "model": "yolo11",
+        "concurrency": concurrency,
+        "throughput_rps": rps,
+        "p50_ms": 20.0,
+        "p99_ms": 40.0,
+        "stable": True,
+        **extra,
+    }
+
+
+def test_verdicts_follow_each_rules_threshold():
+    from bonefrac.benchmarks.targets import verdicts
+
+    runs = [
+        _row("triton", 1, 50.0),
+        _row("in-process", 1, 60.0, p50_ms=16.0),  # 50/60 = 0.83 < 0.9; 20 - 16 = 4 ms > 3
+        _row("ultralytics", 1, 25.0),  # 2.0 x >= 1.5
+        _row("fastapi", 4, 40.0),
+        _row("triton", 4, 45.0, p99_ms=39.0),  # more throughput and a lower p99
+    ]
+    got = {label: verdict for label, _, verdict in verdicts(runs)}
+    assert got == {
+        "served best throughput >= 0.9 x in-process ceiling": "not met",
+        "served p50 at concurrency 1 within 3 ms of in-process": "not met",
+        "served >= 1.5 x Ultralytics predict throughput": "met",
+        "better throughput and p99 than FastAPI at concurrency 4": "met",
+    }
+    runs[-1]["p99_ms"] = 41.0  # more throughput but a higher p99: not both
+    got = {label: verdict for label, _, verdict in verdicts(runs)}
+    assert got["better throughput and p99 than FastAPI at concurrency 4"] == "not met"
+
+
+def test_unstable_perf_analyzer_pass_is_a_reported_result():
+    """A perf_analyzer step without a stable window still counts, and the report names it."""
+    from bonefrac.benchmarks.targets import verdicts
+
+    runs = [
+        _row("triton", 2, 50.0),
+        _row("perf_analyzer", 2, 52.0, stable=False),
+        _row("triton", 4, 60.0),
+        _row("perf_analyzer", 4, 80.0),
+    ]
+    (row,) = [v for v in verdicts(runs) if "perf_analyzer" in v[0]]
+    assert row == (
+        "load generator and perf_analyzer agree within 10 % on throughput",
+        "largest difference 25.0 % (perf_analyzer found no stable window at c2)",
+        "not met",
+    )
+
+
+def test_int8_ap50_rule_reads_the_records_figures():
+    from bonefrac.benchmarks.targets import verdicts
+
+    (row,) = verdicts([], {"yolo11": 0.30, "yolo11_int8": 0.285})
+    assert row == (
+        "INT8 AP50 on valid within 0.01 of FP32",
+        "0.2850 vs 0.3000 (-0.0150)",
+        "not met",
+    )
