@@ -24,9 +24,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bonefrac.errors import ServerError
 
