@@ -150,6 +150,9 @@ class InProcessPipeline(Detector):
         """The model's classes, in class-id order (each detection's name is one of these)."""
         return self.spec.class_names
 
+    #: The former name of :attr:`model_classes`.
+    class_names = model_classes
+
     def detect(
         self, data: bytes, *, conf_threshold: Threshold = None, iou_threshold: Threshold = None
     ) -> Detections:
