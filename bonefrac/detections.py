@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+#: A score or IoU threshold of one request; None: the model's default.
+Threshold = float | None
 
 
 @dataclass(frozen=True)
@@ -17,8 +20,9 @@ class Detections:
         xyxy: ``(n, 4)`` float32 boxes ``[x1, y1, x2, y2]`` in original-image pixels, clipped to
             the image.
         scores: ``(n,)`` float32 confidences in ``[0, 1]``, sorted in descending order.
-        class_ids: ``(n,)`` int32 class indices of the model's class list.
-        class_names: ``(n,)`` class names, one per detection.
+        class_ids: ``(n,)`` int32: each detection's class, an index of the model's classes.
+        class_names: ``(n,)`` strings: each detection's class name (``class_names[i]`` names
+            ``class_ids[i]``); not the model's class list. Empty when unknown.
         image_size: ``(height, width)`` of the original image in pixels, after EXIF orientation.
 
     Raises:
@@ -74,7 +78,8 @@ class Detections:
         names: Sequence[str],
         image_size: tuple[int, int],
     ) -> Detections:
-        """Build detections and look their class names up in ``names``.
+        """Build detections and look their class names up in ``names``, the model's classes in
+        class-id order.
 
         Raises:
             ValueError: if a class id is outside ``names``.
@@ -116,3 +121,30 @@ class Detections:
             }
             for box, score, cid, name in zip(self.xyxy, self.scores, self.class_ids, names)
         ]
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What detects fractures on one encoded image, wherever it runs: the in-process pipeline
+    (:class:`bonefrac.pipeline.InProcessPipeline`) and the gRPC clients of one server or several
+    (:class:`bonefrac.client.DetectionClient`, :class:`bonefrac.client.BalancedDetectionClient`).
+    """
+
+    def detect(
+        self, data: bytes, *, conf_threshold: Threshold = None, iou_threshold: Threshold = None
+    ) -> Detections:
+        """Detect fractures on one encoded image (JPEG, PNG, ... file bytes).
+
+        Args:
+            data: the image file's bytes.
+            conf_threshold: minimum score in ``[0, 1]`` (the model's default when None).
+            iou_threshold: NMS IoU threshold in ``(0, 1]`` (the model's default when None).
+
+        Returns:
+            The detections, in pixels of the original image.
+
+        Raises:
+            ValueError: a threshold out of range (checked by
+                :func:`bonefrac.spec.check_thresholds`), or an image that cannot be read.
+        """
+        ...

@@ -15,18 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bonefrac.detections import Detections
+from bonefrac.detections import Detections, Detector, Threshold
 from bonefrac.errors import ModelRepositoryError
-from bonefrac.processing import (
-    LetterboxTransform,
-    postprocess_frcnn,
-    postprocess_yolo,
-    preprocess_frcnn,
-    preprocess_yolo,
-)
-from bonefrac.spec import DetectorSpec, FrcnnSpec, Yolo11Spec, spec_from_json
+from bonefrac.processing import InputTransform, postprocess, preprocess_frcnn, preprocess_yolo
+from bonefrac.spec import DetectorSpec, FrcnnSpec, Yolo11Spec, check_thresholds, spec_from_json
 
-Preprocessor = Callable[[bytes], tuple[np.ndarray, LetterboxTransform]]
+Preprocessor = Callable[[bytes], tuple[np.ndarray, InputTransform]]
 
 
 def preprocessor(spec: DetectorSpec) -> Preprocessor:
@@ -40,19 +34,19 @@ def preprocessor(spec: DetectorSpec) -> Preprocessor:
 
 def postprocessor(spec: DetectorSpec) -> Callable[..., Detections]:
     """``(raw, transform, *, conf_threshold, iou_threshold)`` -> detections in original pixels;
-    ``raw`` is one image's detector output."""
-    fn = postprocess_yolo if isinstance(spec, Yolo11Spec) else postprocess_frcnn
+    ``raw`` is one image's detector output; a threshold left None is the spec's default."""
 
     def post(
         raw: np.ndarray,
-        transform: LetterboxTransform,
+        transform: InputTransform,
         *,
         conf_threshold: float | None = None,
         iou_threshold: float | None = None,
     ) -> Detections:
-        return fn(
+        return postprocess(
             raw,
             transform,
+            family=spec.family,
             names=spec.class_names,
             conf_threshold=spec.conf_threshold if conf_threshold is None else conf_threshold,
             iou_threshold=spec.iou_threshold if iou_threshold is None else iou_threshold,
@@ -128,7 +122,7 @@ def read_repository_model(repository: str | os.PathLike[str], model: str) -> Rep
     return RepositoryModel(spec, latest_version(repo / spec.detector) / spec.onnx_file)
 
 
-class InProcessPipeline:
+class InProcessPipeline(Detector):
     """The served pipeline, run in this process: the reference the server is checked against.
 
     Args:
@@ -152,21 +146,24 @@ class InProcessPipeline:
         self._post = postprocessor(self.spec)
 
     @property
-    def class_names(self) -> tuple[str, ...]:
+    def model_classes(self) -> tuple[str, ...]:
+        """The model's classes, in class-id order (each detection's name is one of these)."""
         return self.spec.class_names
 
+    #: The former name of :attr:`model_classes`.
+    class_names = model_classes
+
     def detect(
-        self,
-        data: bytes,
-        *,
-        conf_threshold: float | None = None,
-        iou_threshold: float | None = None,
+        self, data: bytes, *, conf_threshold: Threshold = None, iou_threshold: Threshold = None
     ) -> Detections:
-        """Encoded image bytes -> detections in original pixels.
+        """Encoded image bytes -> detections in original pixels (thresholds as
+        :meth:`Detector.detect`; None: the spec's default).
 
         Raises:
+            ValueError: a threshold out of range.
             ImageDecodeError: if the bytes are not a readable image.
         """
+        check_thresholds(conf_threshold=conf_threshold, iou_threshold=iou_threshold)
         tensor, transform = self._pre(data)
         raw = self.detector.run(tensor[None])[0]
         return self._post(

@@ -8,31 +8,35 @@ Conventions:
     * Images are ``(H, W, 3)`` uint8 RGB arrays after :func:`decode_image`.
     * Detector inputs are ``(3, S, S)`` float32 RGB in ``[0, 1]`` (channels first).
     * Boxes are ``(n, 4)`` float32 ``[x1, y1, x2, y2]`` pixels.
-    * A :class:`LetterboxTransform` maps boxes between letterboxed input pixels and
-      original-image pixels; it travels between Triton models as a ``(6,)`` float32 vector.
+    * An :class:`InputTransform` maps boxes between detector-input pixels and original-image
+      pixels, for YOLO11's letterbox (scale and pad) and Faster R-CNN's shrink (scale only); it
+      travels between Triton models as a ``(6,)`` float32 vector (the ensemble tensor
+      ``letterbox``, named for the first model family that used it).
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bonefrac.detections import Detections
+from bonefrac.dicom import dicom_to_array, is_dicom
+from bonefrac.pixels import (
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SIDE,
+    ImageDecodeError,
+    check_image_size,
+    window_to_uint8,
+)
 
 #: Grey used to pad letterboxed images; the value Ultralytics trains with.
 PAD_VALUE = 114
-#: Largest image accepted, in pixels (width x height). Larger files are refused before decoding
-#: (decompression-bomb guard); 100 MP is above any radiograph (a 43 x 43 cm detector at 100 um
-#: is 18.5 MP).
-MAX_IMAGE_PIXELS = 100_000_000
-#: Largest side accepted, in pixels.
-MAX_IMAGE_SIDE = 20_000
 #: Formats accepted (Pillow names); anything else is refused before decoding.
 _FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF")
 #: Ultralytics' class offset for class-aware NMS (``max_wh``).
@@ -41,13 +45,10 @@ _CLASS_OFFSET = 7680.0
 _MAX_NMS = 30_000
 
 
-class ImageDecodeError(ValueError):
-    """The bytes are not an image bonefrac can read. The message says what is wrong."""
-
-
 @dataclass(frozen=True)
-class LetterboxTransform:
-    """How an original image was placed in a letterboxed detector input.
+class InputTransform:
+    """How an original image was placed in a detector input: scaled (YOLO11's letterbox and
+    Faster R-CNN's shrink) and padded (the letterbox only; Faster R-CNN's padding is zero).
 
     Attributes:
         gain_x: horizontal scale from original pixels to input pixels (resized width / width).
@@ -73,7 +74,7 @@ class LetterboxTransform:
         )
 
     @classmethod
-    def from_array(cls, values: np.ndarray) -> LetterboxTransform:
+    def from_array(cls, values: np.ndarray) -> InputTransform:
         """Inverse of :meth:`to_array`.
 
         Raises:
@@ -87,7 +88,7 @@ class LetterboxTransform:
             or min(v[4], v[5]) < 1
         ):
             raise ValueError(
-                "letterbox transform must be 6 numbers [gain_x, gain_y, pad_left, pad_top, "
+                "input transform must be 6 numbers [gain_x, gain_y, pad_left, pad_top, "
                 f"height, width] with positive gains and size, got {v.tolist()}"
             )
         return cls(
@@ -98,6 +99,10 @@ class LetterboxTransform:
             height=int(v[4]),
             width=int(v[5]),
         )
+
+
+#: The former name of :class:`InputTransform` (it also carries Faster R-CNN's shrink).
+LetterboxTransform = InputTransform
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,25 +142,35 @@ def decode_image(
         raise ImageDecodeError(
             "empty input: expected the bytes of a JPEG or PNG image, got 0 bytes"
         )
-    if len(data) >= 132 and data[128:132] == b"DICM":  # DICOM: windowed to 8 bits first
-        from bonefrac.dicom import dicom_to_array
-
-        gray = dicom_to_array(data)
-        h, w = gray.shape[:2]
-        if w > max_side or h > max_side or w * h > max_pixels:
-            raise ImageDecodeError(f"DICOM image is {w}x{h} pixels; over the size limit")
+    if is_dicom(data):  # windowed to 8 bits, size checked on its header first
+        gray = dicom_to_array(data, max_pixels=max_pixels, max_side=max_side)
         return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
-    # Identify the format and size from the header only, before allocating pixels.
+    fmt, width, height = _probe_header(data, max_pixels=max_pixels)
+    check_image_size(width, height, kind=fmt, max_pixels=max_pixels, max_side=max_side)
+    img = _decode_with_opencv(data)
+    if img is None:
+        img = _decode_with_pillow(data, fmt)
+    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
+        raise ImageDecodeError(f"{fmt} image decoded to an unusable array of shape {img.shape}")
+    return np.ascontiguousarray(img)
+
+
+def _probe_header(data: bytes, *, max_pixels: int) -> tuple[str, int, int]:
+    """The format, width and height from the header only, before any pixel is allocated.
+
+    Raises:
+        ImageDecodeError: not one of the accepted formats, or a corrupt header.
+    """
     try:
         with warnings.catch_warnings():
-            # Pillow warns (and past 2x its limit raises) on huge images; the check below says more.
+            # Pillow warns (and past 2x its limit raises) on huge images; the size check says more.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=_FORMATS) as probe:
-                fmt, (width, height) = probe.format, probe.size
+                return str(probe.format), int(probe.size[0]), int(probe.size[1])
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(
             f"image is too large to decode safely ({exc}); the limit is "
-            f"{max_pixels / 1e6:.0f} megapixels: downscale it before sending"
+            f"{max_pixels / 1e6:g} megapixels: downscale it before sending"
         ) from None
     except (UnidentifiedImageError, ImportError):
         # ImportError: a third-party patch of Image.open (Ultralytics adds a HEIF fallback) may
@@ -166,58 +181,35 @@ def decode_image(
         ) from None
     except Exception as exc:  # Pillow raises many types on malformed headers
         raise ImageDecodeError(f"corrupt image header ({_describe(data)}): {exc}") from None
-    if width < 1 or height < 1:
-        raise ImageDecodeError(f"{fmt} image has an empty size {width}x{height}")
-    if width > max_side or height > max_side or width * height > max_pixels:
-        raise ImageDecodeError(
-            f"{fmt} image is {width}x{height} pixels; the limit is {max_side} pixels a side and "
-            f"{max_pixels / 1e6:.0f} megapixels: downscale it before sending"
-        )
 
-    buf = np.frombuffer(data, dtype=np.uint8)
+
+def _decode_with_opencv(data: bytes) -> np.ndarray | None:
+    """RGB uint8 via OpenCV, or None when OpenCV cannot read the bytes."""
     # ANYDEPTH keeps 16 bits, ANYCOLOR keeps grayscale as one channel; both still apply EXIF
     # orientation (IMREAD_UNCHANGED would not).
-    img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if img is None:
-        img = _decode_with_pillow(data, fmt)
-    else:
-        if img.ndim == 3 and img.shape[2] == 4:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-        if img.ndim == 2:
-            img = cv2.cvtColor(_to_uint8(img), cv2.COLOR_GRAY2RGB)
-        else:
-            img = cv2.cvtColor(_to_uint8(img), cv2.COLOR_BGR2RGB)
-    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
-        raise ImageDecodeError(f"{fmt} image decoded to an unusable array of shape {img.shape}")
-    return np.ascontiguousarray(img)
+        return None
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    code = cv2.COLOR_GRAY2RGB if img.ndim == 2 else cv2.COLOR_BGR2RGB
+    return cv2.cvtColor(window_to_uint8(img), code)
 
 
 def _decode_with_pillow(data: bytes, fmt: str | None) -> np.ndarray:
     """Fallback for files OpenCV cannot read (e.g. some GIF/TIFF variants)."""
-    from PIL import ImageOps
-
     try:
         with Image.open(io.BytesIO(data), formats=_FORMATS) as im:
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = _to_uint8(np.asarray(im))
+                arr = window_to_uint8(np.asarray(im))
                 return np.repeat(arr[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"))
     except Exception as exc:
         raise ImageDecodeError(
             f"corrupt or truncated {fmt or 'image'} data ({_describe(data)}): {exc}"
         ) from None
-
-
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    """Window a 16-bit or float image linearly from its min to its max onto uint8."""
-    if img.dtype == np.uint8:
-        return img
-    arr = img.astype(np.float64)
-    lo, hi = float(arr.min()), float(arr.max())
-    if hi <= lo:
-        return np.zeros(img.shape, dtype=np.uint8)
-    return np.clip(np.round((arr - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,7 +219,7 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 
 def letterbox(
     image: np.ndarray, *, size: int | tuple[int, int] = 640
-) -> tuple[np.ndarray, LetterboxTransform]:
+) -> tuple[np.ndarray, InputTransform]:
     """Resize keeping the aspect ratio and pad to ``size`` exactly as Ultralytics'
     ``LetterBox(auto=False, scaleup=True, center=True)`` does (bilinear resize, grey 114 border).
 
@@ -250,7 +242,7 @@ def letterbox(
     out = cv2.copyMakeBorder(
         image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3
     )
-    transform = LetterboxTransform(
+    transform = InputTransform(
         gain_x=np.float32(unpad_w / w),
         gain_y=np.float32(unpad_h / h),
         pad_left=left,
@@ -266,7 +258,7 @@ def to_input_tensor(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
 
 
-def preprocess_yolo(data: bytes, *, size: int = 640) -> tuple[np.ndarray, LetterboxTransform]:
+def preprocess_yolo(data: bytes, *, size: int = 640) -> tuple[np.ndarray, InputTransform]:
     """Encoded bytes -> ``(3, size, size)`` float32 detector input and its letterbox transform.
 
     Raises:
@@ -345,7 +337,7 @@ def clip_boxes(boxes: np.ndarray, *, height: int, width: int) -> np.ndarray:
     return boxes
 
 
-def unletterbox_boxes(boxes: np.ndarray, transform: LetterboxTransform) -> np.ndarray:
+def unletterbox_boxes(boxes: np.ndarray, transform: InputTransform) -> np.ndarray:
     """Map ``(n, 4)`` xyxy boxes from letterboxed input pixels to original-image pixels, clipped
     (Ultralytics' ``scale_boxes``)."""
     out = boxes.astype(np.float32, copy=True)
@@ -356,7 +348,7 @@ def unletterbox_boxes(boxes: np.ndarray, transform: LetterboxTransform) -> np.nd
     return clip_boxes(out, height=transform.height, width=transform.width)
 
 
-def letterbox_boxes(boxes: np.ndarray, transform: LetterboxTransform) -> np.ndarray:
+def letterbox_boxes(boxes: np.ndarray, transform: InputTransform) -> np.ndarray:
     """Map ``(n, 4)`` xyxy boxes from original-image pixels to letterboxed input pixels."""
     out = boxes.astype(np.float32, copy=True)
     out[:, [0, 2]] *= np.float32(transform.gain_x)
@@ -366,17 +358,101 @@ def letterbox_boxes(boxes: np.ndarray, transform: LetterboxTransform) -> np.ndar
     return out
 
 
-def _nms_in_original_pixels(
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    class_ids: np.ndarray,
-    transform: LetterboxTransform,
+#: Candidate detections of one image before NMS: ``(n, 4)`` xyxy boxes in input pixels, ``(n,)``
+#: scores and ``(n,)`` class ids (indices of the model's classes).
+Candidates = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def yolo_candidates(raw: np.ndarray, *, num_classes: int, conf_threshold: float) -> Candidates:
+    """Raw YOLO11 output for one image -> its candidates: the best class of each anchor, kept
+    when its score is above ``conf_threshold``, at most 30,000 (Ultralytics' cap before NMS).
+
+    Args:
+        raw: ``(4 + nc, anchors)`` float32: cx, cy, w, h in input pixels, then class scores.
+
+    Raises:
+        ValueError: if ``raw`` does not have ``4 + num_classes`` rows.
+    """
+    raw = np.asarray(raw, dtype=np.float32)
+    if raw.ndim != 2 or raw.shape[0] != 4 + num_classes:
+        raise ValueError(
+            f"YOLO output must have shape (4 + {num_classes} classes, anchors), "
+            f"got {tuple(raw.shape)}"
+        )
+    cls_scores = raw[4:]
+    class_ids = cls_scores.argmax(axis=0)
+    conf = cls_scores[class_ids, np.arange(cls_scores.shape[1])]
+    keep = conf > conf_threshold
+    boxes = xywh_to_xyxy(raw[:4, keep].T)
+    conf, class_ids = conf[keep], class_ids[keep]
+    if conf.shape[0] > _MAX_NMS:
+        top = np.argsort(-conf, kind="stable")[:_MAX_NMS]
+        boxes, conf, class_ids = boxes[top], conf[top], class_ids[top]
+    return boxes, conf, class_ids
+
+
+def frcnn_candidates(raw: np.ndarray, *, num_classes: int, conf_threshold: float) -> Candidates:
+    """Faster R-CNN graph output for one image -> its candidates scoring at least
+    ``conf_threshold``.
+
+    Args:
+        raw: ``(n, 6)`` float32 rows ``[x1, y1, x2, y2, score, label]`` in input pixels; labels
+            count from 1 (0 is torchvision's background).
+
+    Raises:
+        ValueError: if ``raw`` is not ``(n, 6)``.
+    """
+    raw = np.asarray(raw, dtype=np.float32)
+    if raw.ndim != 2 or raw.shape[1] != 6:
+        raise ValueError(f"Faster R-CNN output must have shape (n, 6), got {tuple(raw.shape)}")
+    labels = np.rint(raw[:, 5]).astype(np.int64)
+    keep = (raw[:, 4] >= conf_threshold) & (labels >= 1) & (labels <= num_classes)
+    return raw[keep, :4], raw[keep, 4], labels[keep] - 1
+
+
+#: Each model family's reading of its raw detector output (the spec's ``family``).
+CANDIDATES: dict[str, Callable[..., Candidates]] = {
+    "yolo11": yolo_candidates,
+    "frcnn": frcnn_candidates,
+}
+
+
+def postprocess(
+    raw: np.ndarray,
+    transform: InputTransform,
     *,
+    family: str,
     names: Sequence[str],
+    conf_threshold: float,
     iou_threshold: float,
     max_det: int,
 ) -> Detections:
-    """Class-aware NMS in input pixels, then the kept boxes mapped to original pixels."""
+    """Raw detector output for one image -> detections in original pixels.
+
+    The family's candidates (:data:`CANDIDATES`), then class-aware NMS in input pixels (as
+    Ultralytics' ``non_max_suppression``; for Faster R-CNN on top of the graph's own), at most
+    ``max_det`` boxes, mapped to original pixels and clipped (Ultralytics' ``scale_boxes``).
+
+    Args:
+        raw: one image's detector output (see :func:`yolo_candidates`, :func:`frcnn_candidates`).
+        transform: the input transform of this image.
+        family: ``"yolo11"`` or ``"frcnn"``.
+        names: the model's class names (no background).
+        conf_threshold: minimum score.
+        iou_threshold: NMS IoU threshold.
+        max_det: most detections returned.
+
+    Raises:
+        ValueError: if ``raw`` does not have the family's shape, or the family is unknown.
+    """
+    if family not in CANDIDATES:
+        known = ", ".join(CANDIDATES)
+        raise ValueError(f"no post-processing for family {family!r}; known: {known}")
+    boxes, scores, class_ids = CANDIDATES[family](
+        raw, num_classes=len(names), conf_threshold=conf_threshold
+    )
+    if not len(scores):
+        return Detections.empty(image_size=(transform.height, transform.width))
     idx = batched_nms(boxes, scores, class_ids, iou_threshold=iou_threshold)[:max_det]
     return Detections.from_arrays(
         xyxy=unletterbox_boxes(boxes[idx], transform),
@@ -389,49 +465,27 @@ def _nms_in_original_pixels(
 
 def postprocess_yolo(
     raw: np.ndarray,
-    transform: LetterboxTransform,
+    transform: InputTransform,
     *,
     names: Sequence[str],
     conf_threshold: float = 0.25,
     iou_threshold: float = 0.7,
     max_det: int = 300,
 ) -> Detections:
-    """Raw YOLO11 output for one image -> detections in original pixels.
-
-    Follows Ultralytics' ``non_max_suppression`` (best class per anchor, class-aware NMS, at
-    most ``max_det`` boxes) and ``scale_boxes``.
-
-    Args:
-        raw: ``(4 + nc, anchors)`` float32: cx, cy, w, h in input pixels, then class scores.
-        transform: the letterbox transform of this image.
-        names: the model's class names (``nc`` of them).
-        conf_threshold: keep boxes whose best class score is above this.
-        iou_threshold: NMS IoU threshold.
-        max_det: most detections returned.
+    """:func:`postprocess` of a YOLO11 output with Ultralytics' defaults (``raw``: ``(4 + nc,
+    anchors)``).
 
     Raises:
         ValueError: if ``raw`` does not have ``4 + len(names)`` rows.
     """
-    raw = np.asarray(raw, dtype=np.float32)
-    nc = len(names)
-    if raw.ndim != 2 or raw.shape[0] != 4 + nc:
-        raise ValueError(
-            f"YOLO output must have shape (4 + {nc} classes, anchors), got {tuple(raw.shape)}"
-        )
-    size = (transform.height, transform.width)
-    cls_scores = raw[4:]
-    class_ids = cls_scores.argmax(axis=0)
-    conf = cls_scores[class_ids, np.arange(cls_scores.shape[1])]
-    keep = conf > conf_threshold
-    if not keep.any():
-        return Detections.empty(image_size=size)
-    boxes = xywh_to_xyxy(raw[:4, keep].T)
-    conf, class_ids = conf[keep], class_ids[keep]
-    if conf.shape[0] > _MAX_NMS:
-        top = np.argsort(-conf, kind="stable")[:_MAX_NMS]
-        boxes, conf, class_ids = boxes[top], conf[top], class_ids[top]
-    return _nms_in_original_pixels(
-        boxes, conf, class_ids, transform, names=names, iou_threshold=iou_threshold, max_det=max_det
+    return postprocess(
+        raw,
+        transform,
+        family="yolo11",
+        names=names,
+        conf_threshold=conf_threshold,
+        iou_threshold=iou_threshold,
+        max_det=max_det,
     )
 
 
@@ -442,7 +496,7 @@ def postprocess_yolo(
 
 def shrink_to_max_side(
     image: np.ndarray, *, max_side: int
-) -> tuple[np.ndarray, LetterboxTransform]:
+) -> tuple[np.ndarray, InputTransform]:
     """Shrink an image (never enlarge) so its longer side is at most ``max_side``.
 
     Returns:
@@ -453,7 +507,7 @@ def shrink_to_max_side(
     new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
     if (new_w, new_h) != (w, h):
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    transform = LetterboxTransform(
+    transform = InputTransform(
         gain_x=np.float32(new_w / w),
         gain_y=np.float32(new_h / h),
         pad_left=0,
@@ -464,7 +518,7 @@ def shrink_to_max_side(
     return image, transform
 
 
-def preprocess_frcnn(data: bytes, *, max_side: int = 1333) -> tuple[np.ndarray, LetterboxTransform]:
+def preprocess_frcnn(data: bytes, *, max_side: int = 1333) -> tuple[np.ndarray, InputTransform]:
     """Encoded bytes -> ``(3, H, W)`` float32 RGB in ``[0, 1]`` for a torchvision Faster R-CNN
     graph (which resizes and normalises itself), and the transform to original pixels.
 
@@ -487,46 +541,3 @@ def pad_thin_image(image: np.ndarray, *, min_side: int = 32, max_aspect: float =
     out = np.zeros((max(h, need), max(w, need), 3), dtype=image.dtype)
     out[:h, :w] = image
     return out
-
-
-def postprocess_frcnn(
-    raw: np.ndarray,
-    transform: LetterboxTransform,
-    *,
-    names: Sequence[str],
-    conf_threshold: float = 0.05,
-    iou_threshold: float = 0.5,
-    max_det: int = 100,
-) -> Detections:
-    """Faster R-CNN graph output for one image -> detections in original pixels.
-
-    Args:
-        raw: ``(n, 6)`` float32 rows ``[x1, y1, x2, y2, score, label]`` in input pixels; labels
-            count from 1 (0 is torchvision's background).
-        transform: the shrink transform of this image.
-        names: the model's class names (without background).
-        conf_threshold: keep detections scoring at least this.
-        iou_threshold: class-aware NMS on top of the graph's own (a no-op at the graph's 0.5).
-        max_det: most detections returned.
-
-    Raises:
-        ValueError: if ``raw`` is not ``(n, 6)``.
-    """
-    raw = np.asarray(raw, dtype=np.float32)
-    if raw.ndim != 2 or raw.shape[1] != 6:
-        raise ValueError(f"Faster R-CNN output must have shape (n, 6), got {tuple(raw.shape)}")
-    size = (transform.height, transform.width)
-    labels = np.rint(raw[:, 5]).astype(np.int64)
-    keep = (raw[:, 4] >= conf_threshold) & (labels >= 1) & (labels <= len(names))
-    if not keep.any():
-        return Detections.empty(image_size=size)
-    boxes, scores, class_ids = raw[keep, :4], raw[keep, 4], labels[keep] - 1
-    return _nms_in_original_pixels(
-        boxes,
-        scores,
-        class_ids,
-        transform,
-        names=names,
-        iou_threshold=iou_threshold,
-        max_det=max_det,
-    )

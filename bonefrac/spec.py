@@ -22,6 +22,30 @@ DATASET_CLASSES: tuple[str, ...] = (
 )
 
 
+def conf_threshold_ok(value: float) -> bool:
+    """Whether ``value`` is a valid score threshold: in ``[0, 1]``."""
+    return 0.0 <= value <= 1.0
+
+
+def iou_threshold_ok(value: float) -> bool:
+    """Whether ``value`` is a valid NMS IoU threshold: in ``(0, 1]``."""
+    return 0.0 < value <= 1.0
+
+
+def check_thresholds(
+    *, conf_threshold: float | None = None, iou_threshold: float | None = None
+) -> None:
+    """The one check of detection thresholds (None: not given, nothing to check).
+
+    Raises:
+        ValueError: naming the threshold, its range and the value given.
+    """
+    if conf_threshold is not None and not conf_threshold_ok(conf_threshold):
+        raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
+    if iou_threshold is not None and not iou_threshold_ok(iou_threshold):
+        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+
+
 @dataclass(frozen=True)
 class BatchingSpec:
     """Dynamic batching and instances.
@@ -70,6 +94,20 @@ class BatchingSpec:
             )
 
 
+class _StepModel:
+    """The name of one step model of a spec's ensemble: ``<ensemble name>_<step>``, the step
+    being the attribute's name (read-only)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.step = name
+
+    def __get__(self, spec: DetectorSpec | None, owner: type | None = None) -> Any:
+        return self if spec is None else f"{spec.name}_{self.step}"
+
+    def __set__(self, spec: DetectorSpec, value: object) -> None:
+        raise AttributeError(f"{self.step} is derived from the spec's name")
+
+
 @dataclass(frozen=True)
 class DetectorSpec:
     """What every served detector has. Served as the ensemble ``name`` with the steps
@@ -88,6 +126,11 @@ class DetectorSpec:
     """
 
     family: ClassVar[str] = ""
+    #: The ensemble's three step models, ``<name>_preprocess``, ``<name>_detector`` and
+    #: ``<name>_postprocess``.
+    preprocess: ClassVar[_StepModel] = _StepModel()
+    detector: ClassVar[_StepModel] = _StepModel()
+    postprocess: ClassVar[_StepModel] = _StepModel()
 
     class_names: tuple[str, ...] = DATASET_CLASSES
     name: str = ""
@@ -103,24 +146,13 @@ class DetectorSpec:
             raise ValueError("class_names must name at least one class")
         if not self.name:
             object.__setattr__(self, "name", self.family)
-        if not 0.0 <= self.conf_threshold <= 1.0 or not 0.0 < self.iou_threshold <= 1.0:
-            raise ValueError("conf_threshold must be in [0, 1] and iou_threshold in (0, 1]")
+        check_thresholds(conf_threshold=self.conf_threshold, iou_threshold=self.iou_threshold)
 
     @property
     def num_classes(self) -> int:
+        """How many classes the model has (no background)."""
         return len(self.class_names)
 
-    @property
-    def preprocess(self) -> str:
-        return f"{self.name}_preprocess"
-
-    @property
-    def detector(self) -> str:
-        return f"{self.name}_detector"
-
-    @property
-    def postprocess(self) -> str:
-        return f"{self.name}_postprocess"
 
     def to_dict(self) -> dict[str, Any]:
         return {"family": self.family, **asdict(self)}

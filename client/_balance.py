@@ -11,11 +11,12 @@ gRPC's own ``round_robin`` policy needs IP addresses (``ipv4:a:8001,b:8001``); t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
 from bonefrac.client._errors import ModelNotFoundError, ServerUnavailableError
 from bonefrac.client._grpc import (
@@ -24,8 +25,13 @@ from bonefrac.client._grpc import (
     DetectionClient,
     RetryPolicy,
     ServerStatus,
+    _retry_async,
+    _retry_sync,
 )
-from bonefrac.detections import Detections
+from bonefrac.detections import Detections, Detector, Threshold
+
+T = TypeVar("T")
+ClientT = TypeVar("ClientT", DetectionClient, AsyncDetectionClient)
 
 #: Failures that move a request to the next server: unreachable, overloaded, or not (yet / any
 #: more) serving the model, as during a rollout or a graceful shutdown that unloads models first.
@@ -48,14 +54,17 @@ def parse_servers(servers: str | Sequence[str]) -> list[str]:
     return urls
 
 
-def _all_failed(last: Exception | None, n: int) -> Exception:
+def _all_failed(failures: list[Exception], n: int) -> Exception:
     """The error when every server failed: of the last one's kind (unavailable servers are
     retried with backoff, a model missing everywhere is not)."""
+    last = failures[-1] if failures else None
     kind = type(last) if last is not None else ServerUnavailableError
     return kind(f"all {n} servers failed; last: {last}")
 
 
 class _Pool:
+    """The health of the servers behind one balanced client, and the order to try them in."""
+
     def __init__(self, n: int, cooldown_s: float) -> None:
         self.n = n
         self.cooldown_s = cooldown_s
@@ -73,25 +82,29 @@ class _Pool:
         healthy = [i for i in ring if self.down_until[i] <= now]
         return healthy + [i for i in ring if self.down_until[i] > now]
 
-    def mark_down(self, i: int) -> None:
-        with self.lock:
-            self.down_until[i] = time.monotonic() + self.cooldown_s
-
-    def mark_up(self, i: int) -> None:
+    @contextlib.contextmanager
+    def trying(self, i: int, failures: list[Exception]) -> Iterator[None]:
+        """One try on endpoint ``i``, the body of the failover loop that the sync and asyncio
+        clients share: success marks the endpoint up; a failover error (:data:`_FAILOVER`)
+        marks it down for ``cooldown_s``, is added to ``failures`` and is swallowed so that the
+        loop moves on to the next endpoint; any other error propagates."""
+        try:
+            yield
+        except _FAILOVER as exc:
+            with self.lock:
+                self.down_until[i] = time.monotonic() + self.cooldown_s
+            failures.append(exc)
+            return
         with self.lock:
             self.down_until[i] = 0.0
             self.sent[i] += 1
 
 
-class BalancedDetectionClient:
-    """:class:`DetectionClient` over several servers (same methods).
+class _Balanced(Generic[ClientT]):
+    """What the sync and asyncio balanced clients share: one client per server and the pool
+    (arguments: see :class:`BalancedDetectionClient`)."""
 
-    Args:
-        servers: ``"a:8001,b:8001"`` or a list of ``host:port``.
-        model, timeout_s, ssl, root_certificates: as :class:`DetectionClient`.
-        retry: retries after every server has failed once (waits with backoff in between).
-        cooldown_s: how long a failed server is tried last.
-    """
+    _client_class: type
 
     def __init__(
         self,
@@ -101,15 +114,15 @@ class BalancedDetectionClient:
         timeout_s: float = 30.0,
         ssl: bool = False,
         root_certificates: str | None = None,
-        retry: RetryPolicy = RetryPolicy(),  # noqa: B008
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
         cooldown_s: float = 2.0,
     ) -> None:
         self.urls = parse_servers(servers)
         self.url = ",".join(self.urls)
         self.model = model
         self.retry = retry
-        self.clients = [
-            DetectionClient(
+        self.clients: list[ClientT] = [
+            self._client_class(
                 u,
                 model=model,
                 timeout_s=timeout_s,
@@ -123,43 +136,45 @@ class BalancedDetectionClient:
 
     @property
     def requests_per_server(self) -> dict[str, int]:
+        """Requests each server answered, by address."""
         return dict(zip(self.urls, self._pool.sent))
 
-    def _once(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        last: Exception | None = None
+
+class BalancedDetectionClient(_Balanced[DetectionClient], Detector):
+    """:class:`DetectionClient` over several servers (same methods).
+
+    Args:
+        servers: ``"a:8001,b:8001"`` or a list of ``host:port``.
+        model, timeout_s, ssl, root_certificates: as :class:`DetectionClient`.
+        retry: retries after every server has failed once (waits with backoff in between).
+        cooldown_s: how long a failed server is tried last.
+    """
+
+    _client_class = DetectionClient
+
+    def _first_success(self, call: Callable[[DetectionClient], T]) -> T:
+        failures: list[Exception] = []
         for i in self._pool.order():
-            try:
-                result = getattr(self.clients[i], method)(*args, **kwargs)
-            except _FAILOVER as exc:
-                self._pool.mark_down(i)
-                last = exc
-                continue
-            self._pool.mark_up(i)
-            return result
-        raise _all_failed(last, len(self.urls))
+            with self._pool.trying(i, failures):
+                return call(self.clients[i])
+        raise _all_failed(failures, len(self.urls))
 
     def detect(
-        self,
-        data: bytes,
-        *,
-        conf_threshold: float | None = None,
-        iou_threshold: float | None = None,
+        self, data: bytes, *, conf_threshold: Threshold = None, iou_threshold: Threshold = None
     ) -> Detections:
         """As :meth:`DetectionClient.detect`, on the next healthy server."""
-        from bonefrac.client._grpc import _retry_sync
-
         return _retry_sync(
             self.retry,
-            lambda: self._once(
-                "detect", data, conf_threshold=conf_threshold, iou_threshold=iou_threshold
+            lambda: self._first_success(
+                lambda c: c.detect(data, conf_threshold=conf_threshold, iou_threshold=iou_threshold)
             ),
         )
 
     def model_parameters(self) -> dict[str, str]:
-        return self._once("model_parameters")
+        return self._first_success(DetectionClient.model_parameters)
 
     def status(self) -> ServerStatus:
-        return self._once("status")
+        return self._first_success(DetectionClient.status)
 
     def is_ready(self) -> bool:
         return any(c.is_ready() for c in self.clients)
@@ -175,58 +190,27 @@ class BalancedDetectionClient:
         self.close()
 
 
-class AsyncBalancedDetectionClient:
+class AsyncBalancedDetectionClient(_Balanced[AsyncDetectionClient]):
     """:class:`AsyncDetectionClient` over several servers (see :class:`BalancedDetectionClient`)."""
 
-    def __init__(
-        self,
-        servers: str | Sequence[str],
-        *,
-        model: str = "yolo11",
-        timeout_s: float = 30.0,
-        retry: RetryPolicy = RetryPolicy(),  # noqa: B008
-        cooldown_s: float = 2.0,
-        **kwargs: Any,
-    ) -> None:
-        self.urls = parse_servers(servers)
-        self.url = ",".join(self.urls)
-        self.model = model
-        self.retry = retry
-        self.clients = [
-            AsyncDetectionClient(u, model=model, timeout_s=timeout_s, retry=NO_RETRY, **kwargs)
-            for u in self.urls
-        ]
-        self._pool = _Pool(len(self.clients), cooldown_s)
+    _client_class = AsyncDetectionClient
 
-    @property
-    def requests_per_server(self) -> dict[str, int]:
-        return dict(zip(self.urls, self._pool.sent))
-
-    async def _once(self, data: bytes, **kwargs: Any) -> Detections:
-        last: Exception | None = None
+    async def _first_success(self, call: Callable[[AsyncDetectionClient], Awaitable[T]]) -> T:
+        failures: list[Exception] = []
         for i in self._pool.order():
-            try:
-                result = await self.clients[i].detect(data, **kwargs)
-            except _FAILOVER as exc:
-                self._pool.mark_down(i)
-                last = exc
-                continue
-            self._pool.mark_up(i)
-            return result
-        raise _all_failed(last, len(self.urls))
+            with self._pool.trying(i, failures):
+                return await call(self.clients[i])
+        raise _all_failed(failures, len(self.urls))
 
     async def detect(
-        self,
-        data: bytes,
-        *,
-        conf_threshold: float | None = None,
-        iou_threshold: float | None = None,
+        self, data: bytes, *, conf_threshold: Threshold = None, iou_threshold: Threshold = None
     ) -> Detections:
-        from bonefrac.client._grpc import _retry_async
-
+        """As :meth:`AsyncDetectionClient.detect`, on the next healthy server."""
         return await _retry_async(
             self.retry,
-            lambda: self._once(data, conf_threshold=conf_threshold, iou_threshold=iou_threshold),
+            lambda: self._first_success(
+                lambda c: c.detect(data, conf_threshold=conf_threshold, iou_threshold=iou_threshold)
+            ),
         )
 
     async def close(self) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -15,7 +16,8 @@ import tritonclient.grpc.aio as grpcclient_aio
 from tritonclient.utils import InferenceServerException
 
 from bonefrac.client._errors import ClientError, ServerUnavailableError, convert_error
-from bonefrac.detections import Detections
+from bonefrac.detections import Detections, Detector, Threshold
+from bonefrac.spec import check_thresholds
 
 T = TypeVar("T")
 
@@ -49,36 +51,45 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(attempts=1)
 
 
+class _Backoff:
+    """The waits between one request's tries under a :class:`RetryPolicy`; the sync and the
+    asyncio retry loops both ask it."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.deadline_s = policy.deadline_s
+        self.start = time.monotonic()
+        self.delays = policy.delays()
+
+    def wait_after(self, exc: ServerUnavailableError) -> float:
+        """The wait before the next try, in seconds.
+
+        Raises:
+            ServerUnavailableError: ``exc`` itself, when the policy allows no further try.
+        """
+        delay = next(self.delays, None)
+        if delay is None or (
+            self.deadline_s is not None and time.monotonic() - self.start + delay > self.deadline_s
+        ):
+            raise exc
+        return delay
+
+
 def _retry_sync(policy: RetryPolicy, call: Callable[[], T]) -> T:
-    start = time.monotonic()
-    delays = policy.delays()
+    backoff = _Backoff(policy)
     while True:
         try:
             return call()
-        except ServerUnavailableError:
-            delay = next(delays, None)
-            if delay is None or (
-                policy.deadline_s is not None
-                and time.monotonic() - start + delay > policy.deadline_s
-            ):
-                raise
-            time.sleep(delay)
+        except ServerUnavailableError as exc:
+            time.sleep(backoff.wait_after(exc))
 
 
 async def _retry_async(policy: RetryPolicy, call: Callable[[], Awaitable[T]]) -> T:
-    start = time.monotonic()
-    delays = policy.delays()
+    backoff = _Backoff(policy)
     while True:
         try:
             return await call()
-        except ServerUnavailableError:
-            delay = next(delays, None)
-            if delay is None or (
-                policy.deadline_s is not None
-                and time.monotonic() - start + delay > policy.deadline_s
-            ):
-                raise
-            await asyncio.sleep(delay)
+        except ServerUnavailableError as exc:
+            await asyncio.sleep(backoff.wait_after(exc))
 
 
 _OUTPUTS = ("num_detections", "boxes", "scores", "class_ids", "class_names", "image_size")
@@ -124,26 +135,12 @@ def _parse_response(result) -> Detections:
     )
 
 
-def _check_thresholds(conf_threshold: float | None, iou_threshold: float | None) -> None:
-    if conf_threshold is not None and not 0.0 <= conf_threshold <= 1.0:
-        raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
-    if iou_threshold is not None and not 0.0 < iou_threshold <= 1.0:
-        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+class _TritonClient:
+    """What the sync and asyncio clients share: the options, the connection and the request of
+    one image (arguments: see :class:`DetectionClient`)."""
 
-
-class DetectionClient:
-    """Synchronous gRPC client of a bonefrac detection ensemble.
-
-    One gRPC channel is opened per client and reused by every call; the client is safe to share
-    between threads.
-
-    Args:
-        url: ``host:port`` of Triton's gRPC endpoint.
-        model: the ensemble to call (``"yolo11"``).
-        timeout_s: deadline of each inference, in seconds.
-        ssl: use TLS; with ``root_certificates`` naming a PEM file to trust.
-        retry: retries when the server is unavailable or overloaded (:class:`RetryPolicy`).
-    """
+    #: The tritonclient module of the transport: ``tritonclient.grpc`` or its ``aio``.
+    _module: Any = grpcclient
 
     def __init__(
         self,
@@ -159,43 +156,72 @@ class DetectionClient:
         self.model = model
         self.timeout_s = timeout_s
         self.retry = retry
-        try:
-            self._client = grpcclient.InferenceServerClient(
+        with self._converted_errors():
+            self._client = self._module.InferenceServerClient(
                 url=url, ssl=ssl, root_certificates=root_certificates
             )
+
+    @contextlib.contextmanager
+    def _converted_errors(self) -> Iterator[None]:
+        """Turn tritonclient's exceptions into the client's own (:func:`convert_error`)."""
+        try:
+            yield
         except InferenceServerException as exc:
-            raise convert_error(exc, url=url, model=model) from exc
+            raise convert_error(exc, url=self.url, model=self.model) from exc
 
-    def detect(
-        self,
-        data: bytes,
-        *,
-        conf_threshold: float | None = None,
-        iou_threshold: float | None = None,
-    ) -> Detections:
-        """Detect fractures on one encoded image (JPEG, PNG, ...).
-
-        Args:
-            data: the image file's bytes.
-            conf_threshold: minimum score (the model's default when None).
-            iou_threshold: NMS IoU threshold (the model's default when None).
+    def _infer_arguments(
+        self, data: bytes, conf_threshold: float | None, iou_threshold: float | None
+    ) -> dict[str, Any]:
+        """The arguments of ``infer`` for one image.
 
         Raises:
+            ValueError: a threshold out of range.
+            TypeError: ``data`` is not bytes.
+        """
+        check_thresholds(conf_threshold=conf_threshold, iou_threshold=iou_threshold)
+        inputs, outputs = _build_request(self._module, data, conf_threshold, iou_threshold)
+        return {
+            "model_name": self.model,
+            "inputs": inputs,
+            "outputs": outputs,
+            "client_timeout": self.timeout_s,
+        }
+
+
+class DetectionClient(_TritonClient, Detector):
+    """Synchronous gRPC client of a bonefrac detection ensemble.
+
+    One gRPC channel is opened per client and reused by every call; the client is safe to share
+    between threads.
+
+    Args:
+        url: ``host:port`` of Triton's gRPC endpoint.
+        model: the ensemble to call (``"yolo11"``).
+        timeout_s: deadline of each inference, in seconds.
+        ssl: use TLS; with ``root_certificates`` naming a PEM file to trust.
+        retry: retries when the server is unavailable or overloaded (:class:`RetryPolicy`).
+
+    Raises:
+        ClientError: the client could not be created (e.g. an unreadable certificate).
+    """
+
+    def detect(
+        self, data: bytes, *, conf_threshold: Threshold = None, iou_threshold: Threshold = None
+    ) -> Detections:
+        """Detect fractures on one encoded image (JPEG, PNG, ...; see :meth:`Detector.detect`).
+
+        Raises:
+            ValueError: a threshold out of range.
             InvalidInputError: the server refused the image (the message says why).
             ServerUnavailableError: the server cannot be reached.
             RequestTimeoutError: no answer within ``timeout_s``.
             ClientError: any other failure.
         """
-        _check_thresholds(conf_threshold, iou_threshold)
-        inputs, outputs = _build_request(grpcclient, data, conf_threshold, iou_threshold)
+        arguments = self._infer_arguments(data, conf_threshold, iou_threshold)
 
         def call():
-            try:
-                return self._client.infer(
-                    self.model, inputs, outputs=outputs, client_timeout=self.timeout_s
-                )
-            except InferenceServerException as exc:
-                raise convert_error(exc, url=self.url, model=self.model) from exc
+            with self._converted_errors():
+                return self._client.infer(**arguments)
 
         return _parse_response(_retry_sync(self.retry, call))
 
@@ -212,7 +238,7 @@ class DetectionClient:
         Raises:
             ServerUnavailableError: the server cannot be reached.
         """
-        try:
+        with self._converted_errors():
             index = self._client.get_model_repository_index(as_json=True)
             return ServerStatus(
                 url=self.url,
@@ -223,8 +249,6 @@ class DetectionClient:
                     for m in index.get("models", [])
                 ),
             )
-        except InferenceServerException as exc:
-            raise convert_error(exc, url=self.url, model=self.model) from exc
 
     def model_parameters(self) -> dict[str, str]:
         """The ``parameters`` of this client's model config (e.g. ``class_names``,
@@ -233,10 +257,8 @@ class DetectionClient:
         Raises:
             ClientError: the server cannot be reached or does not have the model.
         """
-        try:
+        with self._converted_errors():
             config = self._client.get_model_config(self.model, as_json=True).get("config", {})
-        except InferenceServerException as exc:
-            raise convert_error(exc, url=self.url, model=self.model) from exc
         return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
 
     def wait_ready(self, *, timeout_s: float = 60.0, poll_s: float = 0.25) -> None:
@@ -245,8 +267,6 @@ class DetectionClient:
         Raises:
             ServerUnavailableError: if it is not ready within ``timeout_s``.
         """
-        import time
-
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.is_ready():
@@ -266,46 +286,21 @@ class DetectionClient:
         self.close()
 
 
-class AsyncDetectionClient:
+class AsyncDetectionClient(_TritonClient):
     """asyncio gRPC client of a bonefrac detection ensemble (same arguments as
     :class:`DetectionClient`). Create it inside a running event loop."""
 
-    def __init__(
-        self,
-        url: str = "127.0.0.1:8001",
-        *,
-        model: str = "yolo11",
-        timeout_s: float = 30.0,
-        ssl: bool = False,
-        root_certificates: str | None = None,
-        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
-    ) -> None:
-        self.url = url
-        self.model = model
-        self.timeout_s = timeout_s
-        self.retry = retry
-        self._client = grpcclient_aio.InferenceServerClient(
-            url=url, ssl=ssl, root_certificates=root_certificates
-        )
+    _module = grpcclient_aio
 
     async def detect(
-        self,
-        data: bytes,
-        *,
-        conf_threshold: float | None = None,
-        iou_threshold: float | None = None,
+        self, data: bytes, *, conf_threshold: Threshold = None, iou_threshold: Threshold = None
     ) -> Detections:
         """As :meth:`DetectionClient.detect`."""
-        _check_thresholds(conf_threshold, iou_threshold)
-        inputs, outputs = _build_request(grpcclient_aio, data, conf_threshold, iou_threshold)
+        arguments = self._infer_arguments(data, conf_threshold, iou_threshold)
 
         async def call():
-            try:
-                return await self._client.infer(
-                    self.model, inputs, outputs=outputs, client_timeout=self.timeout_s
-                )
-            except InferenceServerException as exc:
-                raise convert_error(exc, url=self.url, model=self.model) from exc
+            with self._converted_errors():
+                return await self._client.infer(**arguments)
 
         return _parse_response(await _retry_async(self.retry, call))
 

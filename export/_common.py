@@ -1,4 +1,5 @@
-"""What the exporters share: errors, the parity report, ONNX metadata, FP16 weight storage."""
+"""What the exporters share: errors, the parity report, ONNX metadata, FP16 weight storage, and
+the tail of every export (metadata, hash, repository)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bonefrac.errors import BonefracError
+from bonefrac.export.repository import write_repository
+from bonefrac.runtime import file_sha256
 from bonefrac.spec import DetectorSpec
 
 
@@ -49,27 +52,102 @@ class ParityReport:
             )
 
 
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote.
+
+    Attributes:
+        spec: the model spec (with the ONNX file's SHA-256).
+        onnx_path: the ONNX file in the repository.
+        version: the detector version written.
+        parity: ONNX Runtime vs PyTorch.
+        files: every file written.
+    """
+
+    spec: DetectorSpec
+    onnx_path: Path
+    version: int
+    parity: ParityReport
+    files: list[Path]
+
+
+def finish_export(
+    spec: DetectorSpec,
+    onnx_path: Path,
+    parity: ParityReport,
+    input_note: str,
+    *,
+    out: str | Path,
+    profile: str,
+    replace: bool,
+) -> ExportResult:
+    """The tail every export shares, once its ONNX file has passed the parity check: write the
+    metadata into the file, record its SHA-256 in the spec, and write the model repository.
+
+    Args:
+        spec: the model spec (without the hash yet).
+        onnx_path: the checked ONNX file; copied into the repository.
+        parity: the parity report, returned with the result.
+        input_note: what the graph takes, for the ONNX metadata.
+        out: model repository folder.
+        profile: ``cpu``, ``gpu-onnx`` or ``gpu-trt``.
+        replace: overwrite the newest detector version instead of adding one.
+    """
+    add_metadata(onnx_path, spec, input_note=input_note)
+    spec = spec.with_sha256(file_sha256(onnx_path))
+    version, files = write_repository(spec, onnx_path, out, profile=profile, replace=replace)
+    target = Path(out) / spec.detector / str(version) / spec.onnx_file
+    return ExportResult(spec=spec, onnx_path=target, version=version, parity=parity, files=files)
+
+
+def weights_file(weights: str | Path, *, hint: str) -> Path:
+    """The path of a weights file that must exist: bonefrac never downloads weights (Ultralytics
+    would try to, for a missing ``*.pt``).
+
+    Raises:
+        ExportError: naming the missing file and, with ``hint``, how to get one.
+    """
+    path = Path(weights)
+    if not path.is_file():
+        raise ExportError(
+            f"weights file {path} does not exist (bonefrac does not download weights: {hint})"
+        )
+    return path
+
+
+def require_extras(
+    modules: tuple[str, ...], *, extra: str, purpose: str, error: type[Exception]
+) -> None:
+    """Check that optional dependencies import.
+
+    Args:
+        modules: the modules to import.
+        extra: the pip extra that installs them (``export``, ``train``).
+        purpose: what needs them, for the message (``"export"``, ``"training"``).
+        error: the exception type to raise.
+
+    Raises:
+        error: naming the missing module and the extra to install.
+    """
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise error(
+                f"{purpose} needs the {extra} extras ({exc.name} is missing): "
+                f"pip install 'bonefrac[{extra}]'"
+            ) from None
+
+
 def require_export_extras() -> None:
     """Raises:
     ExportError: naming the extra to install when torch or its friends are missing.
     """
-    try:
-        import onnx  # noqa: F401
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
-    except ImportError as exc:
-        raise ExportError(
-            f"export needs the export extras ({exc.name} is missing): "
-            "pip install 'bonefrac[export]'"
-        ) from None
-
-
-def graph_sha256(onnx_path: Path) -> str:
-    """SHA-256 of an ONNX model's graph (weights included), metadata excluded."""
-    import onnx
-
-    proto = onnx.load(str(onnx_path))
-    return hashlib.sha256(proto.graph.SerializeToString()).hexdigest()
+    require_extras(
+        ("onnx", "torch", "torchvision"), extra="export", purpose="export", error=ExportError
+    )
 
 
 def add_metadata(onnx_path: Path, spec: DetectorSpec, *, input_note: str) -> None:

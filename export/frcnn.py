@@ -17,14 +17,13 @@ import numpy as np
 
 from bonefrac.export._common import (
     ExportError,
+    ExportResult,
     ParityReport,
-    add_metadata,
+    finish_export,
     require_export_extras,
     store_weights_fp16,
+    weights_file,
 )
-from bonefrac.export.repository import write_repository
-from bonefrac.export.yolo11 import ExportResult
-from bonefrac.runtime import file_sha256
 from bonefrac.spec import FrcnnSpec
 
 # torchvision drops detections scoring below 0.05 inside the graph by default. The served
@@ -63,12 +62,9 @@ def build_frcnn(spec: FrcnnSpec, *, weights: str | Path | None = None, seed: int
         box_score_thresh=GRAPH_SCORE_FLOOR,
     )
     if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise ExportError(
-                f"weights file {path} does not exist (bonefrac does not download weights: "
-                "train with 'bonefrac train frcnn' or copy the checkpoint here)"
-            )
+        path = weights_file(
+            weights, hint="train with 'bonefrac train frcnn' or copy the checkpoint here"
+        )
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "model" in state:
             state = state["model"]
@@ -249,7 +245,6 @@ def export_frcnn(
     """Export Faster R-CNN to ONNX, check parity and write a Triton model repository.
 
     Args:
-        out: model repository folder.
         class_names: the classes (without background).
         arch: ``mobilenet_v3_fpn`` (CPU speed) or ``r50_fpn_v2`` (accuracy).
         weights: a checkpoint; None exports seeded random weights (BatchNorm calibrated on the
@@ -262,16 +257,15 @@ def export_frcnn(
         fp16_weights: store large weights as FP16 (half the file; the model still computes in
             FP32). The parity check runs on the FP32 graph; the FP16 file is checked too.
         box_tolerance_px, score_tolerance: parity tolerances.
-        profile: ``cpu``, ``gpu-onnx`` or ``gpu-trt``.
-        replace: overwrite the newest detector version instead of adding one.
+        out, profile, replace: as :func:`bonefrac.export.yolo11.export_yolo11`.
 
     Raises:
         ExportError: bad arguments, missing extras, or parity above tolerance.
     """
-    require_export_extras()
-    spec = FrcnnSpec(
+    spec = FrcnnSpec(  # bad arguments are refused before the extras are looked for
         class_names=tuple(class_names), name=name, arch=arch, min_size=min_size, max_size=max_size
     )
+    require_export_extras()
     model = build_frcnn(spec, weights=weights, seed=seed)
     inputs = _parity_inputs(parity_images, spec, seed)
     if weights is None:
@@ -293,12 +287,7 @@ def export_frcnn(
                 f"{after / 1e6:.0f} MB): boxes {half.max_abs_diff_boxes:.2e} px, scores "
                 f"{half.max_abs_diff_scores:.2e}, {half.note}",
             )
-        add_metadata(
-            onnx_path,
-            spec,
-            input_note="RGB float32 [1, 3, H, W] in [0, 1]; the graph resizes and normalises",
+        note = "RGB float32 [1, 3, H, W] in [0, 1]; the graph resizes and normalises"
+        return finish_export(
+            spec, onnx_path, parity, note, out=out, profile=profile, replace=replace
         )
-        spec = spec.with_sha256(file_sha256(onnx_path))
-        version, files = write_repository(spec, onnx_path, out, profile=profile, replace=replace)
-    target = Path(out) / spec.detector / str(version) / spec.onnx_file
-    return ExportResult(spec=spec, onnx_path=target, version=version, parity=parity, files=files)

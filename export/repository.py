@@ -150,7 +150,6 @@ def set_default_threshold(repository: str | Path, model: str, conf_threshold: fl
     """
     import dataclasses
 
-    from bonefrac.export.triton_config import model_configs, write_configs
     from bonefrac.pipeline import read_repository_model
 
     spec = read_repository_model(repository, model).spec

@@ -149,55 +149,58 @@ def _detector(spec: DetectorSpec, profile: str) -> mc.ModelConfig:
     return det
 
 
-def model_configs(spec: DetectorSpec, *, profile: str = "cpu") -> dict[str, mc.ModelConfig]:
-    """The four configs (ensemble, pre-processing, detector, post-processing) of a spec.
-
-    Raises:
-        ValueError: if ``profile`` is not one of :data:`PROFILES`.
-    """
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+def _preprocess(spec: DetectorSpec) -> mc.ModelConfig:
     b = spec.batching
-    In, Out = mc.ModelInput, mc.ModelOutput
-    (in_name, in_dims), (out_name, out_dims) = detector_io(spec)
-
     pre = _python_model(
         spec.preprocess, max_batch_size=b.max_batch_size, instances=b.preprocess_instances
     )
-    pre.input.append(_tensor(In, "image", STR, [1]))
+    pre.input.append(_tensor(mc.ModelInput, "image", STR, [1]))
     image_dims = [3, spec.imgsz, spec.imgsz] if isinstance(spec, Yolo11Spec) else [3, -1, -1]
     pre.output.extend(
-        [_tensor(Out, "images", F32, image_dims), _tensor(Out, "letterbox", F32, [6])]
+        [
+            _tensor(mc.ModelOutput, "images", F32, image_dims),
+            _tensor(mc.ModelOutput, "letterbox", F32, [6]),  # the processing.InputTransform
+        ]
     )
     _bound_queue(pre, b.max_queue_size)
     _params(pre, {"spec": spec.to_json()})
+    return pre
 
-    det = _detector(spec, profile)
 
+def _thresholds() -> list[mc.ModelInput]:
+    """The optional per-request threshold inputs of the ensemble and its post-processing."""
+    return [
+        _tensor(mc.ModelInput, "conf_threshold", F32, [1], optional=True),
+        _tensor(mc.ModelInput, "iou_threshold", F32, [1], optional=True),
+    ]
+
+
+def _postprocess(spec: DetectorSpec) -> mc.ModelConfig:
+    b = spec.batching
+    _, (out_name, out_dims) = detector_io(spec)
     post = _python_model(
         spec.postprocess, max_batch_size=b.max_batch_size, instances=b.postprocess_instances
     )
     post.input.extend(
         [
-            _tensor(In, out_name, F32, out_dims),
-            _tensor(In, "letterbox", F32, [6]),
-            _tensor(In, "conf_threshold", F32, [1], optional=True),
-            _tensor(In, "iou_threshold", F32, [1], optional=True),
+            _tensor(mc.ModelInput, out_name, F32, out_dims),
+            _tensor(mc.ModelInput, "letterbox", F32, [6]),
+            *_thresholds(),
         ]
     )
-    post.output.extend(_tensor(Out, n, t, d) for n, t, d in ENSEMBLE_OUTPUTS)
+    post.output.extend(_tensor(mc.ModelOutput, n, t, d) for n, t, d in ENSEMBLE_OUTPUTS)
     _bound_queue(post, b.max_queue_size)
     _params(post, {"spec": spec.to_json()})
+    return post
 
-    ens = mc.ModelConfig(name=spec.name, platform="ensemble", max_batch_size=b.max_batch_size)
-    ens.input.extend(
-        [
-            _tensor(In, "image", STR, [1]),
-            _tensor(In, "conf_threshold", F32, [1], optional=True),
-            _tensor(In, "iou_threshold", F32, [1], optional=True),
-        ]
+
+def _ensemble(spec: DetectorSpec, profile: str) -> mc.ModelConfig:
+    (in_name, _), (out_name, _) = detector_io(spec)
+    ens = mc.ModelConfig(
+        name=spec.name, platform="ensemble", max_batch_size=spec.batching.max_batch_size
     )
-    ens.output.extend(_tensor(Out, n, t, d) for n, t, d in ENSEMBLE_OUTPUTS)
+    ens.input.extend([_tensor(mc.ModelInput, "image", STR, [1]), *_thresholds()])
+    ens.output.extend(_tensor(mc.ModelOutput, n, t, d) for n, t, d in ENSEMBLE_OUTPUTS)
     steps = ens.ensemble_scheduling.step
     steps.add(
         model_name=spec.preprocess,
@@ -232,12 +235,23 @@ def model_configs(spec: DetectorSpec, *, profile: str = "cpu") -> dict[str, mc.M
             "spec": spec.to_json(),
         },
     )
-    return {c.name: c for c in (ens, pre, det, post)}
+    return ens
 
 
-def yolo11_configs(spec: Yolo11Spec, *, profile: str = "cpu") -> dict[str, mc.ModelConfig]:
-    """:func:`model_configs` of a YOLO11 spec (kept for readability at call sites)."""
-    return model_configs(spec, profile=profile)
+def model_configs(spec: DetectorSpec, *, profile: str = "cpu") -> dict[str, mc.ModelConfig]:
+    """The four configs (ensemble, pre-processing, detector, post-processing) of a spec.
+
+    The ensemble tensor ``letterbox`` carries each image's
+    :class:`bonefrac.processing.InputTransform` (YOLO11's letterbox or Faster R-CNN's shrink)
+    from the pre- to the post-processing.
+
+    Raises:
+        ValueError: if ``profile`` is not one of :data:`PROFILES`.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    configs = (_ensemble(spec, profile), _preprocess(spec), _detector(spec, profile))
+    return {c.name: c for c in (*configs, _postprocess(spec))}
 
 
 def to_pbtxt(config: mc.ModelConfig) -> str:

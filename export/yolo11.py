@@ -7,39 +7,19 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bonefrac.export._common import (
     ExportError,
+    ExportResult,
     ParityReport,
-    add_metadata,
+    finish_export,
     require_export_extras,
+    weights_file,
 )
-from bonefrac.export.repository import write_repository
-from bonefrac.runtime import file_sha256
-from bonefrac.spec import DetectorSpec, Yolo11Spec
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What an export wrote.
-
-    Attributes:
-        spec: the model spec (with the ONNX file's SHA-256).
-        onnx_path: the ONNX file in the repository.
-        version: the detector version written.
-        parity: ONNX Runtime vs PyTorch.
-        files: every file written.
-    """
-
-    spec: DetectorSpec
-    onnx_path: Path
-    version: int
-    parity: ParityReport
-    files: list[Path]
+from bonefrac.spec import Yolo11Spec
 
 
 def _build_model(
@@ -54,13 +34,7 @@ def _build_model(
         raise ExportError("give exactly one of --weights PATH.pt or --config yolo11n.yaml")
     torch.manual_seed(seed)
     if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            # Ultralytics would try to download a missing '*.pt'; bonefrac never downloads.
-            raise ExportError(
-                f"weights file {path} does not exist (bonefrac does not download weights: "
-                "train with 'bonefrac train' or copy the .pt file here)"
-            )
+        path = weights_file(weights, hint="train with 'bonefrac train' or copy the .pt file here")
         model = YOLO(str(path), task="detect")
         names = [model.model.names[i] for i in sorted(model.model.names)]
         if class_names is not None and list(class_names) != names:
@@ -152,10 +126,10 @@ def export_yolo11(
     profile: str = "cpu",
     replace: bool = False,
 ) -> ExportResult:
-    """Export YOLO11 to ONNX, check parity and write a Triton model repository.
+    """Export an Ultralytics YOLO11 to ONNX, check ONNX Runtime against PyTorch, and write
+    the model into a Triton model repository.
 
     Args:
-        out: model repository folder.
         weights: an Ultralytics ``.pt`` checkpoint; or
         config: a model config such as ``yolo11n.yaml`` (random weights, seeded by ``seed``).
         class_names: the classes; required with ``config``, checked against ``weights``.
@@ -166,8 +140,9 @@ def export_yolo11(
         parity_images: image files for the parity check (random inputs when empty).
         box_tolerance_px: largest allowed box difference, in input pixels.
         score_tolerance: largest allowed score difference.
-        profile: ``cpu``, ``gpu-onnx`` or ``gpu-trt``.
-        replace: overwrite the newest detector version instead of adding one.
+        out, profile, replace: the repository folder, the profile (``cpu``, ``gpu-onnx`` or
+            ``gpu-trt``) and whether to overwrite the newest detector version instead of adding
+            one (see :func:`bonefrac.export._common.finish_export`).
 
     Raises:
         ExportError: bad arguments, missing extras, or parity above tolerance.
@@ -180,9 +155,6 @@ def export_yolo11(
     spec = Yolo11Spec(class_names=tuple(names), name=name, imgsz=imgsz)
     with tempfile.TemporaryDirectory(prefix="bonefrac-export-") as tmp:
         onnx_path = _export_onnx(model, imgsz=imgsz, opset=opset, folder=Path(tmp))
-        add_metadata(
-            onnx_path, spec, input_note="RGB float32 NCHW in [0, 1], letterboxed with grey 114"
-        )
         parity = check_parity(
             model,
             onnx_path,
@@ -190,7 +162,7 @@ def export_yolo11(
             num_classes=len(names),
         )
         parity.check(box_tolerance_px=box_tolerance_px, score_tolerance=score_tolerance)
-        spec = spec.with_sha256(file_sha256(onnx_path))
-        version, files = write_repository(spec, onnx_path, out, profile=profile, replace=replace)
-    target = Path(out) / spec.detector / str(version) / spec.onnx_file
-    return ExportResult(spec=spec, onnx_path=target, version=version, parity=parity, files=files)
+        note = "RGB float32 NCHW in [0, 1], letterboxed with grey 114"
+        return finish_export(
+            spec, onnx_path, parity, note, out=out, profile=profile, replace=replace
+        )

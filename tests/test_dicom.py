@@ -42,3 +42,32 @@ def test_dicom_bytes_become_a_png_the_models_read():
 def test_dicom_without_pixel_data_fails_clearly():
     with pytest.raises(ImageDecodeError, match="no pixel data"):
         dicom_to_array(make_dicom(RAMP, with_pixels=False))
+
+
+def _claiming(data: bytes, *, rows: int, columns: int) -> bytes:
+    """The DICOM file with a header that claims another size (its pixel data unchanged)."""
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.Rows, ds.Columns = rows, columns
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_dicom_over_the_size_limit_is_refused_from_its_header_with_the_limit_stated():
+    # 30000 x 30000 claimed, 32 x 64 pixels stored: decoding would fail on the pixel data, so
+    # the size error proves the header was checked first.
+    huge = _claiming(make_dicom(RAMP), rows=30_000, columns=30_000)
+    for read in (dicom_to_array, decode_image, read_image_bytes):
+        with pytest.raises(ImageDecodeError, match="30000x30000 pixels; the limit is 20000 pixels"):
+            read(huge)
+
+
+def test_dicom_size_limit_given_to_decode_image_is_applied_and_stated():
+    data = make_dicom(RAMP)  # 64 wide, 32 high
+    assert decode_image(data, max_side=64).shape == (32, 64, 3)
+    with pytest.raises(ImageDecodeError, match="64x32 pixels; the limit is 40 pixels a side"):
+        decode_image(data, max_side=40)
+    with pytest.raises(ImageDecodeError, match="20000 pixels a side and 0.001 megapixels"):
+        dicom_to_array(data, max_pixels=1000)

@@ -3,10 +3,6 @@ defines the behaviour (letterbox, NMS, box scaling)."""
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
-
 import cv2
 import numpy as np
 import pytest
@@ -15,6 +11,7 @@ from PIL import Image
 from bonefrac.detections import Detections
 from bonefrac.processing import (
     ImageDecodeError,
+    InputTransform,
     LetterboxTransform,
     batched_nms,
     decode_image,
@@ -25,25 +22,7 @@ from bonefrac.processing import (
     preprocess_yolo,
     unletterbox_boxes,
 )
-
-
-def _encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kwargs)
-    return buf.getvalue()
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims a size, with no pixel data (a decompression-bomb probe)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)  # far too little data for the claimed size
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
+from tests.bad_inputs import _pil, _png_claiming
 
 # -- decoding --------------------------------------------------------------------------------
 
@@ -60,7 +39,7 @@ def test_decode_jpeg_matches_ultralytics_imread(valid_images):
 
 def test_decode_grayscale_png_gives_three_equal_channels():
     gray = np.tile(np.arange(64, dtype=np.uint8), (32, 1))
-    out = decode_image(_encode(Image.fromarray(gray, "L"), "PNG"))
+    out = decode_image(_pil(Image.fromarray(gray, "L"), "PNG"))
     assert out.shape == (32, 64, 3)
     assert np.array_equal(out[..., 0], gray) and np.array_equal(out[..., 2], gray)
 
@@ -78,7 +57,7 @@ def test_decode_16bit_png_is_windowed_to_full_range():
 def test_decode_rgba_png_drops_alpha():
     rgba = np.zeros((8, 8, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 200, 0
-    out = decode_image(_encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    out = decode_image(_pil(Image.fromarray(rgba, "RGBA"), "PNG"))
     assert out.shape == (8, 8, 3) and np.all(out[..., 0] == 200)
 
 
@@ -86,7 +65,7 @@ def test_decode_applies_exif_orientation():
     img = Image.fromarray(np.zeros((10, 30, 3), np.uint8))  # 30 wide, 10 high
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
-    out = decode_image(_encode(img, "JPEG", exif=exif.tobytes()))
+    out = decode_image(_pil(img, "JPEG", exif=exif.tobytes()))
     assert out.shape[:2] == (30, 10)
 
 
@@ -104,16 +83,16 @@ def test_decode_refuses_non_images_with_a_clear_message(data, message):
 
 
 def test_decode_refuses_truncated_png():
-    full = _encode(Image.fromarray(np.full((64, 64, 3), 7, np.uint8)), "PNG")
+    full = _pil(Image.fromarray(np.full((64, 64, 3), 7, np.uint8)), "PNG")
     with pytest.raises(ImageDecodeError):
         decode_image(full[: len(full) // 2])
 
 
 def test_decode_refuses_huge_images_before_decoding():
     with pytest.raises(ImageDecodeError, match="20000x20000|limit"):
-        decode_image(_png_header_only(20_000, 20_000))
+        decode_image(_png_claiming(20_000, 20_000))
     with pytest.raises(ImageDecodeError, match="limit"):
-        decode_image(_png_header_only(30_000, 10))
+        decode_image(_png_claiming(30_000, 10))
 
 
 # -- letterbox ---------------------------------------------------------------------------------
@@ -169,12 +148,13 @@ def test_letterbox_boxes_round_trip():
 
 
 def test_transform_vector_round_trip_and_validation():
-    t = LetterboxTransform(gain_x=1.25, gain_y=1.25, pad_left=0, pad_top=66, height=406, width=512)
-    assert LetterboxTransform.from_array(t.to_array()) == t
+    t = InputTransform(gain_x=1.25, gain_y=1.25, pad_left=0, pad_top=66, height=406, width=512)
+    assert InputTransform.from_array(t.to_array()) == t
     with pytest.raises(ValueError, match="6 numbers"):
-        LetterboxTransform.from_array(np.zeros(5))
+        InputTransform.from_array(np.zeros(5))
     with pytest.raises(ValueError, match="positive"):
-        LetterboxTransform.from_array(np.zeros(6))
+        InputTransform.from_array(np.zeros(6))
+    assert LetterboxTransform is InputTransform  # the former name keeps working
 
 
 # -- NMS and post-processing --------------------------------------------------------------------

@@ -14,11 +14,14 @@ import os
 import platform
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bonefrac.export._common import require_extras
+from bonefrac.processing import InputTransform, letterbox_boxes, preprocess_frcnn, unletterbox_boxes
 from bonefrac.train import TrainError
 
 
@@ -87,16 +90,17 @@ class _Samples:
     def __len__(self) -> int:
         return len(self.samples)
 
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray, InputTransform]:
+        """Sample ``i`` as the served pipeline sees it: the ``(3, H, W)`` input, its boxes in
+        input pixels and the transform back to original pixels."""
+        s = self.samples[i]
+        image, transform = preprocess_frcnn(s.image.read_bytes(), max_side=self.max_side)
+        return image, letterbox_boxes(s.boxes, transform), transform
+
     def __getitem__(self, i: int):
         import torch
 
-        from bonefrac.processing import preprocess_frcnn
-
-        s = self.samples[i]
-        image, transform = preprocess_frcnn(s.image.read_bytes(), max_side=self.max_side)
-        boxes = s.boxes.copy()
-        boxes[:, [0, 2]] *= transform.gain_x
-        boxes[:, [1, 3]] *= transform.gain_y
+        image, boxes, _ = self.load(i)
         if self.train:
             if self.rng.random() < 0.5:
                 image = image[:, :, ::-1].copy()
@@ -104,7 +108,7 @@ class _Samples:
                 boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
             gain, bias = self.rng.uniform(0.8, 1.2), self.rng.uniform(-0.08, 0.08)
             image = np.clip(image * gain + bias, 0.0, 1.0).astype(np.float32)
-        labels = self.class_map[s.class_ids] + 1  # torchvision: 0 is background
+        labels = self.class_map[self.samples[i].class_ids] + 1  # torchvision: 0 is background
         target = {
             "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             "labels": torch.as_tensor(labels, dtype=torch.int64),
@@ -117,14 +121,11 @@ def _collate(batch):
 
 
 def _prepare(config: FrcnnTrainConfig):
-    try:
-        import torch
-        import torchvision  # noqa: F401
-    except ImportError as exc:
-        raise TrainError(
-            f"training needs the train extras ({exc.name} is missing): "
-            "pip install 'bonefrac[train]'"
-        ) from None
+    require_extras(("torch", "torchvision"), extra="train", purpose="training", error=TrainError)
+    import torch
+
+    if not 0.0 <= config.negatives <= 1.0:
+        raise TrainError(f"--negatives must lie in [0, 1], got {config.negatives}")
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -161,6 +162,252 @@ def _load_backbone_weights(model, arch: str) -> None:
         raise TrainError(f"the pretrained {arch} weights do not fit the backbone")
 
 
+def _build_model(config: FrcnnTrainConfig, spec, *, resume: bool):
+    """The model with the run's training settings, its trainable parameters and optimizer."""
+    import torch
+
+    from bonefrac.export.frcnn import build_frcnn
+
+    model = build_frcnn(spec, seed=config.seed)
+    model.transform.min_size = tuple(range(max(32, config.min_size - 64), config.min_size + 1, 32))
+    if config.pretrained_backbone and not resume:
+        _load_backbone_weights(model, config.arch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
+    model.roi_heads.fg_bg_sampler.batch_size_per_image = config.roi_batch
+    model.rpn._post_nms_top_n["training"] = config.rpn_proposals
+    model.rpn._pre_nms_top_n["training"] = max(config.rpn_proposals, 1000)
+    return model, params, optimizer
+
+
+class _EpochDraw:
+    """Which training images an epoch uses: all positives and a fresh draw of negatives,
+    shuffled; the same for a given seed and epoch, so a resumed run sees what the uninterrupted
+    one would have seen."""
+
+    def __init__(self, data: _Samples, config: FrcnnTrainConfig) -> None:
+        self.data = data
+        self.config = config
+        self.positives = [i for i, s in enumerate(data.samples) if len(s.class_ids)]
+        self.negatives = [i for i, s in enumerate(data.samples) if not len(s.class_ids)]
+        self.n_negatives = round(config.negatives * len(self.negatives))
+
+    @property
+    def per_epoch(self) -> int:
+        return len(self.positives) + self.n_negatives
+
+    def loader(self, epoch: int):
+        import torch
+
+        rng = random.Random(self.config.seed * 1_000_003 + epoch)
+        order = self.positives + rng.sample(self.negatives, self.n_negatives)
+        rng.shuffle(order)
+        return torch.utils.data.DataLoader(
+            self.data,
+            batch_size=self.config.batch,
+            sampler=order,
+            collate_fn=_collate,
+            num_workers=0,
+        )
+
+
+def _schedule(config: FrcnnTrainConfig, per_epoch: int) -> Callable[[int], float]:
+    """The learning rate at each step: linear warm-up (at most 200 steps, a fifth of the run),
+    then cosine decay to zero at the last step."""
+    steps = max(1, math.ceil(per_epoch / config.batch)) * config.epochs
+    warmup = min(200, steps // 5)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return config.lr * (0.1 + 0.9 * step / max(1, warmup))
+        return config.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    return lr_at
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: the next epoch, the best valid AP50 so far and the optimizer step."""
+
+    epoch: int = 0
+    best_ap50: float = -1.0
+    step: int = 0
+
+
+def _start_record(config: FrcnnTrainConfig, spec) -> None:
+    """Write the run's record (``bonefrac_train.json``): config, spec, machine, versions."""
+    import torch
+
+    record = {
+        "config": asdict(config),
+        "spec": spec.to_dict(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "versions": {"torch": torch.__version__},
+    }
+    (config.run_dir / "bonefrac_train.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _resume(config: FrcnnTrainConfig, model, optimizer) -> _Progress:
+    """Load ``last.pth`` into the model and optimizer, and note the resume in the run's record
+    (what the run became, and when it changed).
+
+    Raises:
+        TrainError: no checkpoint, or options other than the run was started with.
+    """
+    import torch
+
+    last = config.run_dir / "last.pth"
+    if not last.is_file():
+        raise TrainError(f"nothing to resume: {last} does not exist")
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    saved = {**asdict(FrcnnTrainConfig(data=config.data)), **state["config"]}
+    differ = [
+        f"--{k.replace('_', '-')} {saved[k]} (now {v})"
+        for k, v in asdict(config).items()
+        if k not in ("data", "project", "name", "val_limit", "epochs") and saved.get(k) != v
+    ]
+    if differ:
+        raise TrainError("resume with the options the run was started with: " + ", ".join(differ))
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    progress = _Progress(state["epoch"] + 1, state["best_ap50"], state["step"])
+    record_path = config.run_dir / "bonefrac_train.json"
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        record.setdefault("resumes", []).append(
+            {
+                "after_epoch": progress.epoch,
+                "epochs": config.epochs,
+                "planned_before": record["config"]["epochs"],
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
+        record["config"]["epochs"] = config.epochs
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+    return progress
+
+
+_LOSSES = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+#: The columns of ``results.csv``.
+_LOG_FIELDS = ("epoch", *_LOSSES, "lr", "val_ap50", "val_ap50_95", "epoch_s")
+
+
+def _train_epoch(
+    model, optimizer, params, batches, *, lr_at, run: _Progress, epochs: int, show: bool
+) -> dict[str, float]:
+    """One pass over the epoch's batches, with a progress bar when ``show``; returns the mean of
+    each loss and advances ``run.step``.
+
+    Raises:
+        TrainError: when the loss stops being finite.
+    """
+    import torch
+    from tqdm import tqdm
+
+    model.train()
+    sums: dict[str, float] = {}
+    count = 0
+    bar = tqdm(batches, desc=f"epoch {run.epoch + 1}/{epochs}", disable=not show)
+    for images, targets in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(run.step)
+        losses = model(list(images), list(targets))
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise TrainError(f"loss became {loss.item()} at epoch {run.epoch + 1}; lower --lr")
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        optimizer.step()
+        run.step += 1
+        count += 1
+        for k, v in {**losses, "loss": loss}.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        bar.set_postfix(loss=f"{sums['loss'] / count:.3f}")
+    return {k: round(sums.get(k, 0.0) / max(1, count), 5) for k in _LOSSES}
+
+
+class _EpochLog:
+    """``results.csv``: a header, then one row per epoch (appended to when resuming)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.is_file():
+            with open(path, "w", newline="") as f:
+                csv.writer(f).writerow(_LOG_FIELDS)
+
+    def write(self, row: dict[str, float]) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([row[k] for k in _LOG_FIELDS])
+
+
+def _save_checkpoints(config: FrcnnTrainConfig, model, optimizer, progress: _Progress, ap50: float):
+    """``last.pth`` (model, optimizer, progress: for ``--resume``) after every epoch, and
+    ``best.pth`` (model only) when valid AP50 improved. Advances ``progress`` past the epoch."""
+    import torch
+
+    improved = ap50 > progress.best_ap50
+    progress.best_ap50 = max(progress.best_ap50, ap50)
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": progress.epoch,
+        "step": progress.step,
+        "best_ap50": progress.best_ap50,
+        "config": asdict(config),
+    }
+    torch.save(state, config.run_dir / "last.pth")
+    if improved:
+        best = {"model": state["model"], "epoch": progress.epoch, "val_ap50": ap50}
+        torch.save({**best, "config": asdict(config)}, config.run_dir / "best.pth")
+    progress.epoch += 1
+
+
+def _epoch_loop(
+    config: FrcnnTrainConfig,
+    model,
+    optimizer,
+    params,
+    *,
+    draw: _EpochDraw,
+    lr_at: Callable[[int], float],
+    run: _Progress,
+    validate: Callable[[], tuple[float, float]],
+    show: bool,
+) -> None:
+    """The epochs from ``run.epoch`` to ``config.epochs``: train, validate, log a row of
+    ``results.csv``, checkpoint, and print a line each."""
+    log = _EpochLog(config.run_dir / "results.csv")
+    while run.epoch < config.epochs:
+        started = time.time()
+        losses = _train_epoch(
+            model,
+            optimizer,
+            params,
+            draw.loader(run.epoch),
+            lr_at=lr_at,
+            run=run,
+            epochs=config.epochs,
+            show=show,
+        )
+        ap50, ap = validate()
+        row = {
+            **losses,
+            "epoch": run.epoch + 1,
+            "lr": round(lr_at(run.step), 6),
+            "val_ap50": round(ap50, 5),
+            "val_ap50_95": round(ap, 5),
+            "epoch_s": round(time.time() - started, 1),
+        }
+        log.write(row)
+        _save_checkpoints(config, model, optimizer, run, ap50)
+        print(
+            f"epoch {row['epoch']}: loss {row['loss']:.4f}, valid AP50 {ap50:.4f}, "
+            f"AP50-95 {ap:.4f} ({row['epoch_s']} s)",
+            flush=True,
+        )
+
+
 def train_frcnn(config: FrcnnTrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
     """Train (or resume) and return the best checkpoint (``best.pth``).
 
@@ -168,11 +415,7 @@ def train_frcnn(config: FrcnnTrainConfig, *, resume: bool = False, progress: boo
         TrainError: missing extras, dataset or checkpoint to resume.
     """
     _prepare(config)
-    import torch
-    from tqdm import tqdm
-
     from bonefrac.dataset import YoloDataset, make_protocol
-    from bonefrac.export.frcnn import build_frcnn
     from bonefrac.spec import FrcnnSpec
 
     dataset = YoloDataset.from_yaml(config.data)
@@ -184,170 +427,35 @@ def train_frcnn(config: FrcnnTrainConfig, *, resume: bool = False, progress: boo
         min_size=config.min_size,
         max_size=config.max_size,
     )
-    run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    last, best_path = run_dir / "last.pth", run_dir / "best.pth"
-
-    model = build_frcnn(spec, seed=config.seed)
-    model.transform.min_size = tuple(range(max(32, config.min_size - 64), config.min_size + 1, 32))
-    if config.pretrained_backbone and not resume:
-        _load_backbone_weights(model, config.arch)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
-
-    model.roi_heads.fg_bg_sampler.batch_size_per_image = config.roi_batch
-    model.rpn._post_nms_top_n["training"] = config.rpn_proposals
-    model.rpn._pre_nms_top_n["training"] = max(config.rpn_proposals, 1000)
-    if not 0.0 <= config.negatives <= 1.0:
-        raise TrainError(f"--negatives must lie in [0, 1], got {config.negatives}")
-
-    train_samples = list(dataset.samples("train"))[: config.limit]
-    valid_samples = list(dataset.samples("valid"))[: config.val_limit]
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    model, params, optimizer = _build_model(config, spec, resume=resume)
     train_data = _Samples(
-        train_samples, class_map, max_side=spec.max_input_side, train=True, seed=config.seed
+        list(dataset.samples("train"))[: config.limit],
+        class_map,
+        max_side=spec.max_input_side,
+        train=True,
+        seed=config.seed,
     )
-    positives = [i for i, s in enumerate(train_samples) if len(s.class_ids)]
-    negatives = [i for i, s in enumerate(train_samples) if not len(s.class_ids)]
-    n_negatives = round(config.negatives * len(negatives))
-    per_epoch = len(positives) + n_negatives
-
-    def epoch_loader(epoch: int):
-        """All positives and a fresh draw of negatives, shuffled; the same for a given seed and
-        epoch, so a resumed run sees what the uninterrupted one would have seen."""
-        rng = random.Random(config.seed * 1_000_003 + epoch)
-        order = positives + rng.sample(negatives, n_negatives)
-        rng.shuffle(order)
-        return torch.utils.data.DataLoader(
-            train_data, batch_size=config.batch, sampler=order, collate_fn=_collate, num_workers=0
-        )
-
-    steps = max(1, math.ceil(per_epoch / config.batch)) * config.epochs
-    warmup = min(200, steps // 5)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return config.lr * (0.1 + 0.9 * step / max(1, warmup))
-        return config.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    start_epoch, best_ap50, step = 0, -1.0, 0
+    valid_samples = list(dataset.samples("valid"))[: config.val_limit]
+    draw = _EpochDraw(train_data, config)
+    lr_at = _schedule(config, draw.per_epoch)
     if resume:
-        if not last.is_file():
-            raise TrainError(f"nothing to resume: {last} does not exist")
-        state = torch.load(last, map_location="cpu", weights_only=True)
-        saved = {**asdict(FrcnnTrainConfig(data=config.data)), **state["config"]}
-        differ = [
-            f"--{k.replace('_', '-')} {saved[k]} (now {v})"
-            for k, v in asdict(config).items()
-            if k not in ("data", "project", "name", "val_limit", "epochs") and saved.get(k) != v
-        ]
-        if differ:
-            raise TrainError(
-                "resume with the options the run was started with: " + ", ".join(differ)
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, best_ap50, step = state["epoch"] + 1, state["best_ap50"], state["step"]
-        record_path = run_dir / "bonefrac_train.json"
-        if record_path.is_file():  # the record says what the run became, and when it changed
-            record = json.loads(record_path.read_text())
-            record.setdefault("resumes", []).append(
-                {
-                    "after_epoch": start_epoch,
-                    "epochs": config.epochs,
-                    "planned_before": record["config"]["epochs"],
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                }
-            )
-            record["config"]["epochs"] = config.epochs
-            record_path.write_text(json.dumps(record, indent=2) + "\n")
+        run = _resume(config, model, optimizer)
     else:
-        record = {
-            "config": asdict(config),
-            "spec": spec.to_dict(),
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-            "versions": {"torch": torch.__version__},
-        }
-        (run_dir / "bonefrac_train.json").write_text(json.dumps(record, indent=2) + "\n")
-
-    log_path = run_dir / "results.csv"
-    fields = [
-        "epoch",
-        "loss",
-        "loss_classifier",
-        "loss_box_reg",
-        "loss_objectness",
-        "loss_rpn_box_reg",
-        "lr",
-        "val_ap50",
-        "val_ap50_95",
-        "epoch_s",
-    ]
-    if not log_path.is_file():
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerow(fields)
-
-    for epoch in range(start_epoch, config.epochs):
-        started = time.time()
-        model.train()
-        sums: dict[str, float] = {}
-        batches = 0
-        bar = tqdm(
-            epoch_loader(epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress
-        )
-        for images, targets in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
-            losses = model(list(images), list(targets))
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise TrainError(f"loss became {loss.item()} at epoch {epoch + 1}; lower --lr")
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 10.0)
-            optimizer.step()
-            step += 1
-            batches += 1
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            sums["loss"] = sums.get("loss", 0.0) + float(loss)
-            bar.set_postfix(loss=f"{sums['loss'] / batches:.3f}")
-        ap50, ap = _validate(model, valid_samples, class_map, spec, protocol, dataset.names)
-        row = {k: round(sums.get(k, 0.0) / max(1, batches), 5) for k in fields[1:6]}
-        row.update(
-            epoch=epoch + 1,
-            lr=round(lr_at(step), 6),
-            val_ap50=round(ap50, 5),
-            val_ap50_95=round(ap, 5),
-            epoch_s=round(time.time() - started, 1),
-        )
-        with open(log_path, "a", newline="") as f:
-            csv.writer(f).writerow([row[k] for k in fields])
-        improved = ap50 > best_ap50
-        best_ap50 = max(best_ap50, ap50)
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "epoch": epoch,
-            "step": step,
-            "best_ap50": best_ap50,
-            "config": asdict(config),
-        }
-        torch.save(state, last)
-        if improved:
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "epoch": epoch,
-                    "val_ap50": ap50,
-                    "config": asdict(config),
-                },
-                best_path,
-            )
-        print(
-            f"epoch {epoch + 1}: loss {row['loss']:.4f}, valid AP50 {ap50:.4f}, "
-            f"AP50-95 {ap:.4f} ({row['epoch_s']} s)",
-            flush=True,
-        )
+        run = _Progress()
+        _start_record(config, spec)
+    _epoch_loop(
+        config,
+        model,
+        optimizer,
+        params,
+        draw=draw,
+        lr_at=lr_at,
+        run=run,
+        validate=lambda: _validate(model, valid_samples, class_map, spec, protocol, dataset.names),
+        show=progress,
+    )
+    best_path = config.run_dir / "best.pth"
     if not best_path.is_file():
         raise TrainError(f"training ended without {best_path}")
     return best_path
@@ -368,11 +476,10 @@ def _validate(model, samples, class_map, spec, protocol, dataset_names) -> tuple
     images = []
     with torch.no_grad():
         for i, s in enumerate(samples):
-            x, _ = data[i]
-            out = model([x])[0]
-            gain = np.array([x.shape[2] / s.width, x.shape[1] / s.height] * 2, dtype=np.float32)
+            x, _, transform = data.load(i)
+            out = model([torch.from_numpy(x)])[0]
             det = Detections(
-                xyxy=out["boxes"].numpy() / gain,
+                xyxy=unletterbox_boxes(out["boxes"].numpy(), transform),
                 scores=out["scores"].numpy(),
                 class_ids=out["labels"].numpy() - 1,
             )

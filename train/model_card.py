@@ -33,6 +33,31 @@ def _image_size(cfg: dict[str, Any]) -> str:
     return "n/a"
 
 
+def _operating_points(report: dict[str, Any], served_conf: float | None) -> list[str]:
+    """The card's lines on thresholds: FROC operating points, the served default, the image-level
+    result and the per-class AP table."""
+    lines = []
+    points = {k: v for k, v in (report.get("froc_thresholds") or {}).items() if v is not None}
+    if points:
+        text = "Score thresholds of those operating points: " + ", ".join(
+            f"{k} FP/image: {v:.4f}" for k, v in points.items()
+        )
+        if served_conf is not None:
+            text += f". Served default threshold: {served_conf:.4f}"
+        lines += [text + ".", ""]
+    lines += [
+        f"Image level at score >= {report['operating_threshold']}: sensitivity "
+        f"{_fmt(report['image_sensitivity'], 3)}, specificity "
+        f"{_fmt(report['image_specificity'], 3)}.",
+        "",
+        "| class | AP50-95 | AP50 |",
+        "| --- | --- | --- |",
+    ]
+    for name, ap in report["per_class_ap"].items():
+        lines.append(f"| {name} | {_fmt(ap)} | {_fmt(report['per_class_ap50'][name])} |")
+    return lines
+
+
 def card(
     *,
     title: str,
@@ -82,24 +107,7 @@ def card(
         + ".",
         "",
     ]
-    points = {k: v for k, v in (report.get("froc_thresholds") or {}).items() if v is not None}
-    if points:
-        text = "Score thresholds of those operating points: " + ", ".join(
-            f"{k} FP/image: {v:.4f}" for k, v in points.items()
-        )
-        if served_conf is not None:
-            text += f". Served default threshold: {served_conf:.4f}"
-        lines += [text + ".", ""]
-    lines += [
-        f"Image level at score >= {report['operating_threshold']}: sensitivity "
-        f"{_fmt(report['image_sensitivity'], 3)}, specificity "
-        f"{_fmt(report['image_specificity'], 3)}.",
-        "",
-        "| class | AP50-95 | AP50 |",
-        "| --- | --- | --- |",
-    ]
-    for name, ap in report["per_class_ap"].items():
-        lines.append(f"| {name} | {_fmt(ap)} | {_fmt(report['per_class_ap50'][name])} |")
+    lines += _operating_points(report, served_conf)
     lines += [
         "",
         "Reference (published, valid split, 6-class, pretrained): Faster R-CNN AP50 "

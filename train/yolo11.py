@@ -63,14 +63,9 @@ class Yolo11TrainConfig:
 
 
 def _prepare(threads: int):
-    try:
-        import torch  # noqa: F401
-        import ultralytics  # noqa: F401
-    except ImportError as exc:
-        raise TrainError(
-            f"training needs the train extras ({exc.name} is missing): "
-            "pip install 'bonefrac[train]'"
-        ) from None
+    from bonefrac.export._common import require_extras
+
+    require_extras(("torch", "ultralytics"), extra="train", purpose="training", error=TrainError)
     from bonefrac.export._offline import prepare_ultralytics_offline
 
     prepare_ultralytics_offline(threads=threads)

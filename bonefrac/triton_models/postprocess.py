@@ -1,7 +1,8 @@
 """Post-processing: raw detector output -> detections in original-image pixels.
 
 Inputs: the detector's output (YOLO11 ``output0`` FP32 ``[4 + nc, anchors]``, or Faster R-CNN
-``detections`` FP32 ``[n, 6]``), ``letterbox`` (FP32 ``[6]``), and optional ``conf_threshold`` /
+``detections`` FP32 ``[n, 6]``), ``letterbox`` (FP32 ``[6]``: the image's input transform, a
+``bonefrac.processing.InputTransform``), and optional ``conf_threshold`` /
 ``iou_threshold`` (FP32 ``[1]``). Outputs ``num_detections`` (INT32 ``[1]``), ``boxes`` (FP32
 ``[n, 4]`` xyxy pixels), ``scores`` (FP32 ``[n]``), ``class_ids`` (INT32 ``[n]``), ``class_names``
 (BYTES ``[n]``) and ``image_size`` (INT32 ``[2]``: height, width); rows past ``num_detections``
@@ -14,8 +15,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from bonefrac.pipeline import postprocessor
-from bonefrac.processing import LetterboxTransform
-from bonefrac.spec import spec_from_json
+from bonefrac.processing import InputTransform
+from bonefrac.spec import conf_threshold_ok, iou_threshold_ok, spec_from_json
 from bonefrac.triton_models._support import (
     error_response,
     model_parameters,
@@ -48,7 +49,7 @@ class TritonPythonModel:
                     "conf_threshold",
                     batch=batch,
                     default=self.spec.conf_threshold,
-                    valid=lambda v: 0.0 <= v <= 1.0,
+                    valid=conf_threshold_ok,
                 )
                 iou = optional_per_item(
                     pb_utils,
@@ -56,12 +57,12 @@ class TritonPythonModel:
                     "iou_threshold",
                     batch=batch,
                     default=self.spec.iou_threshold,
-                    valid=lambda v: 0.0 < v <= 1.0,
+                    valid=iou_threshold_ok,
                 )
                 results = [
                     self.postprocess(
                         raw[b],
-                        LetterboxTransform.from_array(transforms[b]),
+                        InputTransform.from_array(transforms[b]),
                         conf_threshold=conf[b],
                         iou_threshold=iou[b],
                     )

@@ -2,8 +2,9 @@
 
 Input ``image`` (BYTES ``[1]``): JPEG/PNG/... bytes. Outputs ``images`` (FP32 ``[3, H, W]``, RGB in
 [0, 1]: letterboxed for YOLO11, the shrunk image for Faster R-CNN) and ``letterbox`` (FP32 ``[6]``:
-gain_x, gain_y, pad_left, pad_top, height, width). The model's spec (config parameter ``spec``)
-says which; the processing is ``bonefrac.pipeline.preprocessor``, shared with the client.
+the image's input transform, ``bonefrac.processing.InputTransform``: gain_x, gain_y, pad_left,
+pad_top, height, width; for Faster R-CNN the padding is zero). The model's spec (config parameter
+``spec``) says which; the processing is ``bonefrac.pipeline.preprocessor``, shared with the client.
 """
 
 import json
