@@ -16,13 +16,15 @@ YOLO_ONNX := model_repository/yolo11_detector/1/model.onnx
 FRCNN_ONNX := model_repository/frcnn_detector/1/model.onnx
 PYTEST_ARGS ?=
 
-.PHONY: help demo serve test lint clean chromium bench
+.PHONY: help demo serve test lint clean chromium bench train train-curve
 
 help:
 	@echo "make demo   set up and run the demo (Triton on 127.0.0.1 with the bundled models)"
 	@echo "make test   set up everything (every extra) and run the test suite"
 	@echo "make lint   ruff over the code"
 	@echo "make bench  the whole benchmark on this machine (run it idle): benchmarks/RESULTS.md"
+	@echo "make train  resume the long training runs from docs/train/ in the background"
+	@echo "make train-curve  score the training snapshots and rewrite docs/train/README.md"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,10 +64,25 @@ ifeq ($(CHROMIUM),)
 endif
 
 test: $(VENV)/.dev chromium
+	$(BIN)/ruff check .
 	GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bonefrac.benchmarks.suite --images $(DATA)/valid/images --out benchmarks/results --report benchmarks/RESULTS.md --data $(DATA)/data.yaml
+
+# Long training runs resume from their committed snapshots (docs/train/RUN), in the background
+# under nice, one after another; the log is runs/train.log. Stop: pkill -f bonefrac.train.yolo11
+TRAIN_RUNS ?= docs/train/yolo11n-640
+train: $(VENV)/.dev
+	mkdir -p runs
+	nohup nice -n 19 $(BIN)/python -m bonefrac.train.yolo11 $(TRAIN_RUNS) >> runs/train.log 2>&1 &
+	@echo "training in the background: tail -f runs/train.log"
+
+# Score the newest snapshot of each run with bonefrac eval (valid, 6-class) and rewrite
+# docs/train/README.md from the records.
+train-curve: $(VENV)/.dev
+	for run in $(TRAIN_RUNS); do $(BIN)/python -m bonefrac.train.curve $$run --data $(DATA)/data.yaml; done
+	$(BIN)/python -m bonefrac.train.report --docs docs/train
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -21,9 +21,7 @@ class ImageDecodeError(ValueError):
     """The bytes are not an image bonefrac can read. The message says what is wrong."""
 
 
-def check_image_size(
-    width: int, height: int, *, kind: str, max_pixels: int, max_side: int
-) -> None:
+def check_image_size(width: int, height: int, *, kind: str, max_pixels: int, max_side: int) -> None:
     """Refuse an image by the size its header states, before its pixels are decoded.
 
     Args:

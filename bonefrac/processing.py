@@ -494,9 +494,7 @@ def postprocess_yolo(
 # --------------------------------------------------------------------------------------------
 
 
-def shrink_to_max_side(
-    image: np.ndarray, *, max_side: int
-) -> tuple[np.ndarray, InputTransform]:
+def shrink_to_max_side(image: np.ndarray, *, max_side: int) -> tuple[np.ndarray, InputTransform]:
     """Shrink an image (never enlarge) so its longer side is at most ``max_side``.
 
     Returns:

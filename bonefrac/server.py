@@ -208,9 +208,7 @@ class TritonServer:
         self._shm_before: set[str] = set()
 
     @classmethod
-    def ephemeral(
-        cls, model_repository: str | os.PathLike[str], **kwargs: Any
-    ) -> TritonServer:
+    def ephemeral(cls, model_repository: str | os.PathLike[str], **kwargs: Any) -> TritonServer:
         """A server on free loopback ports (gRPC, HTTP and metrics): for tests, benchmarks and
         any run that must not collide with another server on this host. ``kwargs`` are the
         other arguments of the constructor."""

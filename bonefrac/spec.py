@@ -153,7 +153,6 @@ class DetectorSpec:
         """How many classes the model has (no background)."""
         return len(self.class_names)
 
-
     def to_dict(self) -> dict[str, Any]:
         return {"family": self.family, **asdict(self)}
 

@@ -262,7 +262,7 @@ def evaluate(
     detections = run_detections(
         samples, model.detect, concurrency=concurrency, progress=progress, desc=f"eval {model.name}"
     )
-    elapsed = time.perf_counter() - started
+    run = {"elapsed_s": time.perf_counter() - started, "concurrency": concurrency}
     report = {
         "model": {"name": model.name, "sha256": model.content_sha256, "source": model.source},
         "data": {
@@ -281,21 +281,29 @@ def evaluate(
             dataset_names=dataset.names,
             operating_threshold=operating_threshold,
         ),
-        "run": {
-            "elapsed_s": round(elapsed, 2),
-            "images_per_s": round(len(samples) / elapsed, 2),
-            "concurrency": concurrency,
-            "machine": platform.platform(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
+        "run": _run_record(len(samples), **run),
     }
     if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-        tmp.replace(cached)
+        _write_atomically(cached, report)
     report["cache"] = {"hit": False, "key": key, "path": str(cached) if cached else None}
     return report
+
+
+def _run_record(images: int, *, elapsed_s: float, concurrency: int) -> dict[str, Any]:
+    return {
+        "elapsed_s": round(elapsed_s, 2),
+        "images_per_s": round(images / elapsed_s, 2),
+        "concurrency": concurrency,
+        "machine": platform.platform(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _write_atomically(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------------------------

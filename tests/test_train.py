@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 pytestmark = [pytest.mark.export, pytest.mark.slow, pytest.mark.server]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(data_dir, tmp_path_factory):
-    """8 train and 4 valid images with fractures, copied with their labels."""
-    root = tmp_path_factory.mktemp("tiny")
-    for split, count in (("train", 8), ("valid", 4)):
-        labels = sorted(p for p in (data_dir / split / "labels").glob("*.txt") if p.stat().st_size)
-        for sub in ("images", "labels"):
-            (root / split / sub).mkdir(parents=True)
-        for label in labels[:: max(1, len(labels) // count)][:count]:
-            shutil.copy(label, root / split / "labels")
-            shutil.copy(data_dir / split / "images" / f"{label.stem}.jpg", root / split / "images")
-    (root / "data.yaml").write_text((data_dir / "data.yaml").read_text())
-    return root / "data.yaml"
 
 
 def _serve_and_detect(repository, model, image):
