@@ -236,8 +236,8 @@ def test_bench_bad_options_are_exit_code_2(data_dir, capsys, extra, message):
 
 @pytest.mark.server
 def test_unstable_measurements_are_results_not_failures(triton, data_dir, tmp_path):
-    """Windows that never agree (0 % tolerance) are reported as stable: false, and the command
-    succeeds."""
+    """Windows that never agree (0 % tolerance), ours and perf_analyzer's, are reported as
+    stable: false, and the command succeeds."""
     out = tmp_path / "bench"
     result = _bonefrac(
         "bench",
@@ -255,13 +255,16 @@ def test_unstable_measurements_are_results_not_failures(triton, data_dir, tmp_pa
         "2",
         "--stability-pct",
         "0",
+        "--baseline",
+        "perf_analyzer",
         "--out",
         str(out),
         timeout_s=900,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     runs = json.loads((out / "runs.json").read_text())["runs"]
-    assert [r["target"] for r in runs] == ["triton"]
+    assert [r["target"] for r in runs] == ["triton", "perf_analyzer"], runs
     assert runs[0]["errors"] == 0 and runs[0]["requests"] > 0 and runs[0]["windows"] == 2
-    assert runs[0]["stable"] is False, runs
+    assert all(r["stable"] is False for r in runs), runs
+    assert runs[1]["throughput_rps"] > 0, runs
     assert "triton concurrency 1: " in result.stdout and "(unstable)" in result.stdout
