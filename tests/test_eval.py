@@ -190,3 +190,22 @@ def test_committed_models_doc_is_what_the_generator_writes(monkeypatch):
     monkeypatch.chdir(ROOT)
     expected = models_doc(ROOT / "docs" / "train" / "cards.json")
     assert (ROOT / "docs" / "MODELS.md").read_text() == expected
+
+
+def test_readme_model_numbers_are_what_the_generator_writes(monkeypatch):
+    """README.md's paragraph on the bundled models comes from the same records as the cards
+    (regenerate: python -m bonefrac.train.model_card --readme README.md)."""
+    import json
+
+    from bonefrac.train.model_card import readme_models, with_readme_models
+
+    from .conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    cards = ROOT / "docs" / "train" / "cards.json"
+    report = json.loads((ROOT / "docs" / "eval" / "valid_6class.json").read_text())
+    paragraph = readme_models(cards)
+    assert all(f"AP50 {r['ap50']:.3f}" in paragraph for r in report)  # numbers from the record
+    readme = (ROOT / "README.md").read_text()
+    assert paragraph in readme
+    assert readme == with_readme_models(readme, cards)

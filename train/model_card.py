@@ -18,6 +18,104 @@ DATA_CREDIT = (
 )
 
 
+#: Published results on this data (valid split, 6-class, ImageNet/COCO-pretrained, on a GPU), the
+#: reference every card and the README compare with.
+PUBLISHED = {
+    "frcnn": {"name": "Faster R-CNN", "ap50": 0.271, "ap50_95": 0.088, "sens_at_1fp": 0.471},
+    "yolo": {"name": "YOLO", "ap50": 0.160, "ap50_95": 0.058, "sens_at_1fp": 0.235},
+}
+BENCH_RECORD = Path("benchmarks/results/runs.json")
+
+
+def published_line() -> str:
+    return (
+        "Reference (published, valid split, 6-class, pretrained): "
+        + "; ".join(
+            f"{p['name']} AP50 {p['ap50']:.3f}, AP50-95 {p['ap50_95']:.3f}, "
+            f"{p['sens_at_1fp']:.3f} at 1 FP/image"
+            for p in PUBLISHED.values()
+        )
+        + "."
+    )
+
+
+def served_speed(model: str, record: dict[str, Any]) -> dict[str, float] | None:
+    """The shipped ensemble's row at each concurrency in a ``make bench`` record (the main
+    sweep: no tuning variant, image-size or input-mode step)."""
+    rows = {}
+    for run in record.get("runs", []):
+        main_sweep = not (run.get("variant") or run.get("image_side") or run.get("input"))
+        if run["target"] == "triton" and run.get("model") == model and main_sweep:
+            rows.setdefault(run["concurrency"], run)
+    if 1 not in rows:
+        return None
+    best = max(rows.values(), key=lambda r: r["throughput_rps"])
+    return {
+        "c1_rps": rows[1]["throughput_rps"],
+        "c1_p50_ms": rows[1]["p50_ms"],
+        "best_rps": best["throughput_rps"],
+        "best_concurrency": best["concurrency"],
+    }
+
+
+def speed_note(model: str, compare_to: str | None, bench: Path = BENCH_RECORD) -> str | None:
+    """A card's speed line, from the committed ``make bench`` record."""
+    if not bench.is_file():
+        return None
+    record = json.loads(bench.read_text())
+    speed = served_speed(model, record)
+    if speed is None:
+        return None
+    text = (
+        f"Served speed in `make bench` ({record.get('started', record.get('date'))}, "
+        f"`{bench}`): {speed['c1_rps']:.1f} requests/s at concurrency 1 (p50 "
+        f"{speed['c1_p50_ms']:.0f} ms), at most {speed['best_rps']:.1f}/s (concurrency "
+        f"{speed['best_concurrency']})"
+    )
+    other = served_speed(compare_to, record) if compare_to else None
+    if other:
+        text += f"; {speed['best_rps'] / other['best_rps']:.2f}x `{compare_to}`'s best"
+    return text + "."
+
+
+def readme_models(cards_path: Path) -> str:
+    """The README's paragraph on the bundled models, from the same records as the cards."""
+    spec = json.loads(cards_path.read_text())
+    reports = {r["model"]["name"]: r for r in json.loads(Path(spec["eval"]).read_text())}
+    parts = []
+    for entry in spec["models"]:
+        report, cfg = reports[entry["model"]], training_record(Path(entry["run"]))
+        ref = PUBLISHED.get(entry.get("published", ""), {})
+        parts.append(
+            f"`{entry['model']}`: {entry['title'].split(' (')[0]}, "
+            f"{cfg['epochs_done']} epochs at {_image_size(cfg['config'])}: AP50 "
+            f"{report['ap50']:.3f}, AP50-95 {report['ap50_95']:.3f}, sensitivity "
+            f"{report['sens_at_1fp']:.3f} at 1 false positive per image"
+            + (f" (published pretrained {ref['name']}: AP50 {ref['ap50']:.3f})" if ref else "")
+        )
+    return (
+        "**The bundled models are weak.** Trained here from scratch on the CPU, scored by "
+        "`bonefrac eval` on the valid split (6-class): "
+        + "; ".join(parts)
+        + ". Each ensemble's default score threshold is its 1-false-positive-per-image "
+        "operating point on valid. Model cards with every number and how it was obtained: "
+        "[docs/MODELS.md](docs/MODELS.md)."
+    )
+
+
+README_BEGIN = "<!-- models: written by python -m bonefrac.train.model_card --readme README.md -->"
+README_END = "<!-- /models -->"
+
+
+def with_readme_models(readme: str, cards_path: Path) -> str:
+    """``readme`` with the text between its models markers rewritten from the records."""
+    head, sep, rest = readme.partition(README_BEGIN + "\n")
+    _, sep2, tail = rest.partition(README_END)
+    if not sep or not sep2:
+        raise SystemExit(f"the README has no '{README_BEGIN}' ... '{README_END}' block")
+    return head + sep + readme_models(cards_path) + "\n" + README_END + tail
+
+
 def _fmt(v: Any, digits: int = 4) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
@@ -110,9 +208,7 @@ def card(
     lines += _operating_points(report, served_conf)
     lines += [
         "",
-        "Reference (published, valid split, 6-class, pretrained): Faster R-CNN AP50 "
-        "0.271, AP50-95 0.088, 0.471 at 1 FP/image; YOLO AP50 0.160, AP50-95 0.058, "
-        "0.235 at 1 FP/image.",
+        published_line(),
         "",
         "Known limits:",
     ]
@@ -192,6 +288,9 @@ def models_doc(cards_path: Path) -> str:
         report = reports[name]
         notes = list(entry.get("notes", []))
         other = entry.get("compare_to")
+        speed = speed_note(name, other)
+        if speed:
+            notes.append(speed)
         if other in reports:
             delta = report["ap50"] - reports[other]["ap50"]
             notes.insert(
@@ -225,6 +324,12 @@ def main() -> None:
         metavar="OUT.md",
         help="write every card of --cards into one document (the other options are then unused)",
     )
+    p.add_argument(
+        "--readme",
+        type=Path,
+        metavar="README.md",
+        help="rewrite the bundled-models paragraph of this README from the same records",
+    )
     p.add_argument("--cards", type=Path, default=Path("docs/train/cards.json"))
     p.add_argument("--title")
     p.add_argument("--model", help="served ensemble name")
@@ -238,9 +343,12 @@ def main() -> None:
     p.add_argument("--note", action="append", default=[])
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    if args.models_doc:
-        args.models_doc.write_text(models_doc(args.cards))
-        print(f"wrote {args.models_doc}")
+    if args.models_doc or args.readme:
+        if args.models_doc:
+            args.models_doc.write_text(models_doc(args.cards))
+        if args.readme:
+            args.readme.write_text(with_readme_models(args.readme.read_text(), args.cards))
+        print(f"wrote {', '.join(str(p) for p in (args.models_doc, args.readme) if p)}")
         return
     missing = [
         f"--{k.replace('_', '-')}"
