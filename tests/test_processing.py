@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bonefrac.benchmarks.bad_inputs import _pil, _png_claiming
 from bonefrac.detections import Detections
 from bonefrac.processing import (
     ImageDecodeError,
@@ -22,7 +23,6 @@ from bonefrac.processing import (
     preprocess_yolo,
     unletterbox_boxes,
 )
-from tests.bad_inputs import _pil, _png_claiming
 
 # -- decoding --------------------------------------------------------------------------------
 
