@@ -53,6 +53,25 @@ def _add_yolo11(kinds: argparse._SubParsersAction) -> None:
     _add_schedule(y, epochs=40, batch=16)
     y.add_argument("--workers", type=int, default=2, help="loader workers")
     y.add_argument("--patience", type=int, default=100, help="early-stop patience in epochs")
+    y.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="bfloat16: autocast forward and loss on the CPU (faster where the CPU has "
+        "AVX-512 BF16 or AMX: measured in docs/train/README.md)",
+    )
+    y.add_argument(
+        "--cache",
+        default="",
+        choices=("", "ram", "disk"),
+        help="keep decoded, resized images in RAM (several GB at 640 px) or on disk",
+    )
+    y.add_argument(
+        "--snapshot",
+        metavar="DIR",
+        help="copy checkpoint.pt, results.csv and the record here after every epoch (commit "
+        "it); --resume starts from it when PROJECT/NAME has no last.pt (a new machine)",
+    )
     _add_run(y, name="yolo11n", checkpoint="last.pt")
 
 
