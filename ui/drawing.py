@@ -102,12 +102,13 @@ def draw_detections(
     out = image.copy()
     scale, thick, font = _sizes(out)
     marks = list(hits) if hits is not None else [False] * len(det)
-    for box, score, cid, name, hit in zip(
-        det.xyxy, det.scores, det.class_ids, det.class_names, marks
-    ):
-        corners = tuple(int(round(v)) for v in box)
-        cv2.rectangle(out, corners[:2], corners[2:], colour(cid), thick)
-        _tag(out, f"{name} {score:.2f}{' HIT' if hit else ''}", corners, fill=colour(cid))
+    # Lowest score first: where tags overlap, the higher-scored finding's tag stays readable.
+    for i in np.argsort(det.scores, kind="stable"):
+        corners = tuple(int(round(v)) for v in det.xyxy[i])
+        fill = colour(det.class_ids[i])
+        cv2.rectangle(out, corners[:2], corners[2:], fill, thick)
+        tag = f"{det.class_names[i]} {det.scores[i]:.2f}{' HIT' if marks[i] else ''}"
+        _tag(out, tag, corners, fill=fill)
     if title:
         bar = np.full((int(40 * max(1.0, scale)), out.shape[1], 3), 32, np.uint8)
         cv2.putText(
