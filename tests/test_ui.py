@@ -151,7 +151,13 @@ def test_browser_upload_detect_and_see_the_result(ui_url):
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(ui_url)
         page.get_by_text("Research use only").wait_for()
+        # An example fills the label file; uploading another image drops it again.
+        page.locator("#examples").get_by_text("wrist.jpg").first.click()
+        label_name = re.compile(r"wrist\s*\.txt")
+        expect(page.locator("#label-upload")).to_contain_text(label_name, timeout=30_000)
+        page.locator("#xray-upload").get_by_label("Clear").click()
         page.locator("#xray-upload input[type=file]").set_input_files(str(EXAMPLE))
+        expect(page.locator("#label-upload")).not_to_contain_text(label_name, timeout=30_000)
         page.get_by_label("frcnn", exact=True).check()
         number = page.locator("#conf-frcnn input[type=number]")
         number.fill("0.05")
