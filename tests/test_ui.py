@@ -80,7 +80,9 @@ def test_detect_api_both_models_and_corrupt_file(ui_url, tmp_path):
     assert len(table["data"]) > 0
 
 
-def _browser():
+@pytest.fixture
+def browser():
+    """Debian's Chromium, headless, driven by Playwright."""
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.fail("Debian's chromium is not installed ('make test' installs it)")
@@ -98,7 +100,11 @@ def _browser():
             "--no-first-run",
         ],
     )
-    return pw, browser
+    try:
+        yield browser
+    finally:
+        browser.close()
+        pw.stop()
 
 
 def _detect_and_wait(page, verdict: str) -> None:
@@ -110,81 +116,69 @@ def _detect_and_wait(page, verdict: str) -> None:
     page.locator("#annotated img").wait_for(timeout=30_000)
 
 
-def test_browser_example_shows_labels_beside_the_findings(ui_url, tmp_path):
+def _open_with_example(browser, url: str, name: str, *, height: int):
+    """A new page with the example ``name`` picked (its image and its label file filled)."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.goto(url)
+    page.get_by_text("Research use only").wait_for()
+    page.locator("#examples").get_by_text(f"{name}.jpg").first.click()
+    label = page.locator("#label-upload")
+    expect(label).to_contain_text(re.compile(rf"{name}\s*\.txt"), timeout=30_000)
+    return page
+
+
+def test_browser_example_shows_labels_beside_the_findings(ui_url, tmp_path, browser):
     """An example fills the image and its label file; both models run at their own operating
     points; the picture, the table's hit column and the truth line show the labels."""
     from playwright.sync_api import expect
 
-    pw, browser = _browser()
-    try:
-        page = browser.new_page(viewport={"width": 1400, "height": 1250})
-        page.goto(ui_url)
-        page.get_by_text("Research use only").wait_for()
-        page.locator("#examples").get_by_text("humerus.jpg").first.click()
-        expect(page.locator("#label-upload")).to_contain_text(
-            re.compile(r"humerus\s*\.txt"), timeout=30_000
-        )
-        page.get_by_label("both (side by side)").check()
-        expect(page.locator("#conf-frcnn")).to_be_visible()
-        expect(page.locator("#conf-yolo11")).to_be_visible()
-        _detect_and_wait(page, "^yolo11: .*\\nfrcnn: ")
-        expect(page.locator("#truth")).to_contain_text("Labels (dashed white): 1", timeout=30_000)
-        truth = page.locator("#truth").inner_text()
-        assert "humerus" in truth and "**" not in truth
-        assert "yolo11" in truth and "frcnn" in truth and "labels found" in truth
-        expect(page.locator("#detections-table")).to_contain_text("hits a label")
-        shot = tmp_path / "ui.png"
-        page.screenshot(path=str(shot), full_page=True)
-        assert shot.stat().st_size > 20_000
-        if os.environ.get("BONEFRAC_SCREENSHOT"):
-            shutil.copy(shot, os.environ["BONEFRAC_SCREENSHOT"])
-    finally:
-        browser.close()
-        pw.stop()
+    page = _open_with_example(browser, ui_url, "humerus", height=1250)
+    page.get_by_label("both (side by side)").check()
+    expect(page.locator("#conf-frcnn")).to_be_visible()
+    expect(page.locator("#conf-yolo11")).to_be_visible()
+    _detect_and_wait(page, "^yolo11: .*\\nfrcnn: ")
+    expect(page.locator("#truth")).to_contain_text("Labels (dashed white): 1", timeout=30_000)
+    truth = page.locator("#truth").inner_text()
+    assert "humerus" in truth and "**" not in truth
+    assert "yolo11" in truth and "frcnn" in truth and "labels found" in truth
+    expect(page.locator("#detections-table")).to_contain_text("hits a label")
+    shot = tmp_path / "ui.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+    if os.environ.get("BONEFRAC_SCREENSHOT"):
+        shutil.copy(shot, os.environ["BONEFRAC_SCREENSHOT"])
 
 
-def test_browser_upload_detect_and_see_the_result(ui_url):
+def test_browser_upload_detect_and_see_the_result(ui_url, browser):
     from playwright.sync_api import expect
 
-    pw, browser = _browser()
-    try:
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(ui_url)
-        page.get_by_text("Research use only").wait_for()
-        # An example fills the label file; uploading another image drops it again.
-        page.locator("#examples").get_by_text("wrist.jpg").first.click()
-        label_name = re.compile(r"wrist\s*\.txt")
-        expect(page.locator("#label-upload")).to_contain_text(label_name, timeout=30_000)
-        page.locator("#xray-upload").get_by_label("Clear").click()
-        page.locator("#xray-upload input[type=file]").set_input_files(str(EXAMPLE))
-        expect(page.locator("#label-upload")).not_to_contain_text(label_name, timeout=30_000)
-        page.get_by_label("frcnn", exact=True).check()
-        number = page.locator("#conf-frcnn input[type=number]")
-        number.fill("0.05")
-        number.press("Enter")
-        _detect_and_wait(page, "^frcnn: ")
-        expect(page.locator("#detections-table")).to_contain_text("frcnn", timeout=30_000)
-        table_text = page.locator("#detections-table").inner_text()
-        assert "wrist positive" in table_text or "forearm fracture" in table_text
-        assert "FRACTURE SUSPECTED" in page.locator("#verdict textarea").input_value()
-        assert "No labels" in page.locator("#truth").inner_text()
-    finally:
-        browser.close()
-        pw.stop()
+    # An example fills the label file; uploading another image drops it again.
+    page = _open_with_example(browser, ui_url, "wrist", height=1100)
+    label_name = re.compile(r"wrist\s*\.txt")
+    page.locator("#xray-upload").get_by_label("Clear").click()
+    page.locator("#xray-upload input[type=file]").set_input_files(str(EXAMPLE))
+    expect(page.locator("#label-upload")).not_to_contain_text(label_name, timeout=30_000)
+    page.get_by_label("frcnn", exact=True).check()
+    number = page.locator("#conf-frcnn input[type=number]")
+    number.fill("0.05")
+    number.press("Enter")
+    _detect_and_wait(page, "^frcnn: ")
+    expect(page.locator("#detections-table")).to_contain_text("frcnn", timeout=30_000)
+    table_text = page.locator("#detections-table").inner_text()
+    assert "wrist positive" in table_text or "forearm fracture" in table_text
+    assert "FRACTURE SUSPECTED" in page.locator("#verdict textarea").input_value()
+    assert "No labels" in page.locator("#truth").inner_text()
 
 
-def test_browser_shows_a_banner_when_triton_is_down(dead_ui_url):
-    pw, browser = _browser()
-    try:
-        page = browser.new_page()
-        page.goto(dead_ui_url)
-        banner = page.locator(".bf-down")
-        banner.wait_for(timeout=30_000)
-        assert "unavailable" in banner.inner_text()
-        assert "Traceback" not in page.content()
-    finally:
-        browser.close()
-        pw.stop()
+def test_browser_shows_a_banner_when_triton_is_down(dead_ui_url, browser):
+    page = browser.new_page()
+    page.goto(dead_ui_url)
+    banner = page.locator(".bf-down")
+    banner.wait_for(timeout=30_000)
+    assert "unavailable" in banner.inner_text()
+    assert "Traceback" not in page.content()
 
 
 def test_uploads_stay_in_the_temporary_directory(ui_url, tmp_path):
@@ -201,12 +195,11 @@ def test_uploads_stay_in_the_temporary_directory(ui_url, tmp_path):
     assert not created, created
 
 
-def test_page_recovers_when_triton_comes_back(repository, tmp_path_factory):
+def test_page_recovers_when_triton_comes_back(repository, tmp_path_factory, browser):
     from bonefrac.server import TritonServer
 
     port = free_port()
     url, demo = _start(f"127.0.0.1:{port}", tmp_path_factory)
-    pw, browser = _browser()
     try:
         page = browser.new_page()
         page.goto(url)
@@ -218,8 +211,6 @@ def test_page_recovers_when_triton_comes_back(repository, tmp_path_factory):
             page.locator(".bf-up").wait_for(timeout=30_000)  # the status timer ticks every 5 s
             assert "ready" in page.locator(".bf-up").inner_text()
     finally:
-        browser.close()
-        pw.stop()
         demo.close()
 
 
