@@ -285,6 +285,18 @@ class DetectionClient(_TritonClient, Detector):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def inference_statistics(self, model: str = "") -> dict:
+        """Triton's cumulative inference statistics, as its JSON (``{"model_stats": [...]}``;
+        times in nanoseconds) for ``model`` ("": every loaded model).
+
+        Raises:
+            ClientError: the server cannot be reached or does not have the model.
+        """
+        try:
+            return self._client.get_inference_statistics(model_name=model, as_json=True)
+        except InferenceServerException as exc:
+            raise convert_error(exc, url=self.url, model=model or self.model) from exc
+
 
 class AsyncDetectionClient(_TritonClient):
     """asyncio gRPC client of a bonefrac detection ensemble (same arguments as

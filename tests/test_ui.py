@@ -15,7 +15,8 @@ from bonefrac.server import free_port
 pytestmark = pytest.mark.server
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "ui" / "examples" / "wrist.jpg"
+EXAMPLES = ROOT / "ui" / "examples"
+EXAMPLE = EXAMPLES / "wrist.jpg"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -24,7 +25,9 @@ def _start(server: str, tmp_path_factory) -> tuple[str, object]:
     from bonefrac.ui.app import UiConfig, launch
 
     config = UiConfig(
-        server=server, examples=[str(EXAMPLE)], eval_cache_dir=tmp_path_factory.mktemp("evalcache")
+        server=server,
+        examples=sorted(str(p) for p in EXAMPLES.glob("*.jpg")),
+        eval_cache_dir=tmp_path_factory.mktemp("evalcache"),
     )
     port = free_port()
     demo = launch(config, host="127.0.0.1", port=port, block=False)
@@ -77,7 +80,9 @@ def test_detect_api_both_models_and_corrupt_file(ui_url, tmp_path):
     assert len(table["data"]) > 0
 
 
-def _browser():
+@pytest.fixture
+def browser():
+    """Debian's Chromium, headless, driven by Playwright."""
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.fail("Debian's chromium is not installed ('make test' installs it)")
@@ -95,53 +100,85 @@ def _browser():
             "--no-first-run",
         ],
     )
-    return pw, browser
-
-
-def test_browser_upload_detect_and_see_the_result(ui_url, tmp_path):
-    pw, browser = _browser()
     try:
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(ui_url)
-        page.get_by_text("Research use only").wait_for()
-        page.locator("#xray-upload input[type=file]").set_input_files(str(EXAMPLE))
-        page.get_by_label("frcnn").check()
-        number = page.locator("#conf-slider input[type=number]")
-        number.fill("0.05")
-        number.press("Enter")
-        page.locator("#detect-btn").click()
-        from playwright.sync_api import expect
-
-        expect(page.locator("#verdict textarea")).to_have_value(
-            re.compile("^frcnn: "), timeout=60_000
-        )
-        page.locator("#annotated img").wait_for(timeout=30_000)
-        expect(page.locator("#detections-table")).to_contain_text("frcnn", timeout=30_000)
-        table_text = page.locator("#detections-table").inner_text()
-        assert "wrist positive" in table_text or "forearm fracture" in table_text
-        assert "FRACTURE SUSPECTED" in page.locator("#verdict textarea").input_value()
-        shot = tmp_path / "ui.png"
-        page.screenshot(path=str(shot), full_page=True)
-        assert shot.stat().st_size > 20_000
-        if os.environ.get("BONEFRAC_SCREENSHOT"):
-            shutil.copy(shot, os.environ["BONEFRAC_SCREENSHOT"])
+        yield browser
     finally:
         browser.close()
         pw.stop()
 
 
-def test_browser_shows_a_banner_when_triton_is_down(dead_ui_url):
-    pw, browser = _browser()
-    try:
-        page = browser.new_page()
-        page.goto(dead_ui_url)
-        banner = page.locator(".bf-down")
-        banner.wait_for(timeout=30_000)
-        assert "unavailable" in banner.inner_text()
-        assert "Traceback" not in page.content()
-    finally:
-        browser.close()
-        pw.stop()
+def _detect_and_wait(page, verdict: str) -> None:
+    """Click Detect; wait for a verdict matching the pattern and for the picture."""
+    from playwright.sync_api import expect
+
+    page.locator("#detect-btn").click()
+    expect(page.locator("#verdict textarea")).to_have_value(re.compile(verdict), timeout=60_000)
+    page.locator("#annotated img").wait_for(timeout=30_000)
+
+
+def _open_with_example(browser, url: str, name: str, *, height: int):
+    """A new page with the example ``name`` picked (its image and its label file filled)."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.goto(url)
+    page.get_by_text("Research use only").wait_for()
+    page.locator("#examples").get_by_text(f"{name}.jpg").first.click()
+    label = page.locator("#label-upload")
+    expect(label).to_contain_text(re.compile(rf"{name}\s*\.txt"), timeout=30_000)
+    return page
+
+
+def test_browser_example_shows_labels_beside_the_findings(ui_url, tmp_path, browser):
+    """An example fills the image and its label file; both models run at their own operating
+    points; the picture, the table's hit column and the truth line show the labels."""
+    from playwright.sync_api import expect
+
+    page = _open_with_example(browser, ui_url, "humerus", height=1250)
+    page.get_by_label("both (side by side)").check()
+    expect(page.locator("#conf-frcnn")).to_be_visible()
+    expect(page.locator("#conf-yolo11")).to_be_visible()
+    _detect_and_wait(page, "^yolo11: .*\\nfrcnn: ")
+    expect(page.locator("#truth")).to_contain_text("Labels (dashed white): 1", timeout=30_000)
+    truth = page.locator("#truth").inner_text()
+    assert "humerus" in truth and "**" not in truth
+    assert "yolo11" in truth and "frcnn" in truth and "labels found" in truth
+    expect(page.locator("#detections-table")).to_contain_text("hits a label")
+    shot = tmp_path / "ui.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+    if os.environ.get("BONEFRAC_SCREENSHOT"):
+        shutil.copy(shot, os.environ["BONEFRAC_SCREENSHOT"])
+
+
+def test_browser_upload_detect_and_see_the_result(ui_url, browser):
+    from playwright.sync_api import expect
+
+    # An example fills the label file; uploading another image drops it again.
+    page = _open_with_example(browser, ui_url, "wrist", height=1100)
+    label_name = re.compile(r"wrist\s*\.txt")
+    page.locator("#xray-upload").get_by_label("Clear").click()
+    page.locator("#xray-upload input[type=file]").set_input_files(str(EXAMPLE))
+    expect(page.locator("#label-upload")).not_to_contain_text(label_name, timeout=30_000)
+    page.get_by_label("frcnn", exact=True).check()
+    number = page.locator("#conf-frcnn input[type=number]")
+    number.fill("0.05")
+    number.press("Enter")
+    _detect_and_wait(page, "^frcnn: ")
+    expect(page.locator("#detections-table")).to_contain_text("frcnn", timeout=30_000)
+    table_text = page.locator("#detections-table").inner_text()
+    assert "wrist positive" in table_text or "forearm fracture" in table_text
+    assert "FRACTURE SUSPECTED" in page.locator("#verdict textarea").input_value()
+    assert "No labels" in page.locator("#truth").inner_text()
+
+
+def test_browser_shows_a_banner_when_triton_is_down(dead_ui_url, browser):
+    page = browser.new_page()
+    page.goto(dead_ui_url)
+    banner = page.locator(".bf-down")
+    banner.wait_for(timeout=30_000)
+    assert "unavailable" in banner.inner_text()
+    assert "Traceback" not in page.content()
 
 
 def test_uploads_stay_in_the_temporary_directory(ui_url, tmp_path):
@@ -158,12 +195,11 @@ def test_uploads_stay_in_the_temporary_directory(ui_url, tmp_path):
     assert not created, created
 
 
-def test_page_recovers_when_triton_comes_back(repository, tmp_path_factory):
+def test_page_recovers_when_triton_comes_back(repository, tmp_path_factory, browser):
     from bonefrac.server import TritonServer
 
     port = free_port()
     url, demo = _start(f"127.0.0.1:{port}", tmp_path_factory)
-    pw, browser = _browser()
     try:
         page = browser.new_page()
         page.goto(url)
@@ -175,8 +211,6 @@ def test_page_recovers_when_triton_comes_back(repository, tmp_path_factory):
             page.locator(".bf-up").wait_for(timeout=30_000)  # the status timer ticks every 5 s
             assert "ready" in page.locator(".bf-up").inner_text()
     finally:
-        browser.close()
-        pw.stop()
         demo.close()
 
 
@@ -197,3 +231,191 @@ def test_protocol_relabels_detections():
     agnostic = apply_protocol(det, "agnostic")
     assert agnostic.class_names == ("fracture", "fracture")
     assert apply_protocol(det, "7class") is det
+
+
+# --- The handlers, called directly with a Backend against the real server ------------------
+
+
+@pytest.fixture(scope="module")
+def backend(triton):
+    from bonefrac.ui.backend import Backend, UiConfig
+
+    return Backend(UiConfig(server=triton.grpc_url))
+
+
+def _served_default(model: str) -> float:
+    """The default threshold written in the committed ensemble config (read as text here)."""
+    text = (ROOT / "model_repository" / model / "config.pbtxt").read_text()
+    return float(re.search(r'\\"conf_threshold\\": ([0-9.]+)', text).group(1))
+
+
+def _iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union
+
+
+#: A valid-split image with several labels, some of which both models find at a low threshold.
+HIT_IMAGE = "image2_632_png.rf.65725898246d01bd76a6610f79591127.jpg"
+
+
+def _expected_hits(rows: list[list], labels) -> tuple[set[int], set[int]]:
+    """The hit rule by hand: rows (in descending score order) take the untaken label of their
+    class with the highest IoU, when it is >= 0.5."""
+    taken: set[int] = set()
+    hits: set[int] = set()
+    for i, row in enumerate(rows):
+        ious = [
+            (_iou(row[3:7], box), g)
+            for g, (box, name) in enumerate(zip(labels.xyxy, labels.class_names))
+            if g not in taken and name == row[1]
+        ]
+        best, g = max(ious, default=(0.0, -1))
+        if best >= 0.5:
+            taken.add(g)
+            hits.add(i)
+    return hits, taken
+
+
+def test_handler_reports_which_findings_hit_the_labels(backend, data_dir):
+    from bonefrac.ui import handlers
+    from bonefrac.ui.labels import read_labels
+
+    image = data_dir / "valid" / "images" / HIT_IMAGE
+    label_file = data_dir / "valid" / "labels" / HIT_IMAGE.replace(".jpg", ".txt")
+    view = handlers.detect(
+        backend,
+        str(image),
+        handlers.BOTH,
+        confs=0.01,
+        protocol="7class",
+        labels_path=str(label_file),
+    )
+    assert handlers.TABLE_HEADERS[-1] == "hits a label"
+    for model, det in view.results.items():
+        labels = read_labels(label_file, image_size=det.image_size)
+        assert len(labels) > 1, "the test needs several labels"
+        rows = [r for r in view.rows if r[0] == model]
+        assert len(rows) > 0, "the test needs detections"
+        hits, found = _expected_hits(rows, labels)
+        assert hits, f"the test needs {model} to hit a label"
+        assert {i for i, r in enumerate(rows) if r[7] == "yes"} == hits
+        assert all(r[7] == "no" for i, r in enumerate(rows) if i not in hits)
+        assert (
+            f"**{model}**: {len(hits)} of {len(rows)} findings hit a label; "
+            f"{len(found)} of {len(labels)} labels found"
+        ) in view.truth
+    assert f"Labels (dashed white): {len(labels)} (" in view.truth
+
+
+def test_handler_draws_the_labelled_boxes(backend):
+    import numpy as np
+
+    from bonefrac.ui import handlers
+    from bonefrac.ui.labels import read_labels
+
+    # At threshold 1.0 nothing is found: the picture holds the image and the label only.
+    view = handlers.detect(
+        backend, str(EXAMPLE), "yolo11", confs=1.0, labels_path=str(EXAMPLES / "wrist.txt")
+    )
+    assert view.rows == [] and "0 of 1 labels found; missed: wrist positive" in view.truth
+    _, image = handlers.load_upload(str(EXAMPLE), backend.config)
+    label = read_labels(EXAMPLES / "wrist.txt", image_size=image.shape[:2])
+    x1, y1, x2, y2 = (int(round(v)) for v in label.xyxy[0])
+    top = view.annotated[y1, x1:x2]
+    white = np.all(top == 255, axis=1).mean()
+    assert 0.3 < white < 0.9, white  # dashes: white with gaps
+    changed = np.any(view.annotated != image, axis=2)
+    ys, xs = np.nonzero(changed)
+    assert ys.min() >= y1 - 3 and xs.min() >= x1 - 3  # drawn at the label, not elsewhere
+    without = handlers.detect(backend, str(EXAMPLE), "yolo11", confs=1.0)
+    assert np.array_equal(without.annotated, image) and without.truth == handlers.NO_LABELS
+
+
+def test_both_models_start_at_their_own_operating_points(backend):
+    from bonefrac.ui import handlers
+
+    defaults = {m: backend.default_conf(m) for m in ("yolo11", "frcnn")}
+    assert defaults == {m: _served_default(m) for m in defaults}
+    assert defaults["yolo11"] != defaults["frcnn"]
+    view = handlers.detect(backend, str(EXAMPLE), handlers.BOTH)
+    for model, det in view.results.items():
+        assert len(det) == 0 or det.scores.min() >= defaults[model] - 1e-6
+    lower = min(defaults.values())
+    buried = handlers.detect(backend, str(EXAMPLE), handlers.BOTH, confs=lower)
+    assert len(buried.results["frcnn"]) > 0, "the test needs detections at the lower threshold"
+    assert len(buried.results["frcnn"]) >= len(view.results["frcnn"])
+
+
+def test_labels_under_a_protocol_and_the_hit_rule():
+    import numpy as np
+
+    from bonefrac.detections import Detections
+    from bonefrac.spec import DATASET_CLASSES
+    from bonefrac.ui.labels import Labels, match
+
+    labels = Labels(
+        xyxy=np.array([[10, 10, 50, 50], [100, 100, 200, 200]], float),
+        class_names=("humerus fracture", "wrist positive"),
+    )
+    det = Detections.from_arrays(
+        xyxy=[[12, 12, 50, 50], [100, 100, 200, 200], [101, 101, 199, 199], [0, 0, 8, 8]],
+        scores=[0.9, 0.8, 0.7, 0.6],
+        class_ids=[4, 0, 6, 6],  # humerus, elbow positive, wrist positive, wrist positive
+        names=DATASET_CLASSES,
+        image_size=(300, 300),
+    )
+    seven = match(det, labels, protocol="7class")
+    assert seven.hits.tolist() == [False, False, True, False]
+    assert seven.found.tolist() == [False, True]
+    six = match(det, labels, protocol="6class")  # humerus fracture counts as humerus
+    assert six.hits.tolist() == [True, False, True, False] and six.found.all()
+    agnostic = match(det, labels, protocol="agnostic")  # the first box at a label takes it
+    assert agnostic.hits.tolist() == [True, True, False, False] and agnostic.found.all()
+
+
+def test_bad_label_files_get_clear_errors(backend, tmp_path):
+    from bonefrac.dataset import DatasetError
+    from bonefrac.ui import handlers
+
+    binary = tmp_path / "labels.txt"
+    binary.write_bytes(b"\xff\xd8\xff\xe0 a jpeg, not labels")
+    with pytest.raises(ValueError, match="is not a YOLO label file"):
+        handlers.detect(backend, str(EXAMPLE), "yolo11", labels_path=str(binary))
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text("9 0.1 0.1 0.2 0.2\n")
+    with pytest.raises(DatasetError, match=r"^wrong.txt:1: class id 9 is outside 0..6"):
+        handlers.detect(backend, str(EXAMPLE), "yolo11", labels_path=str(wrong))
+
+
+def test_status_and_statistics_through_the_client(backend, triton):
+    from bonefrac.ui import handlers
+    from bonefrac.ui.backend import Backend, UiConfig
+
+    assert "live, ready" in handlers.status_html(backend)
+    handlers.detect(backend, str(EXAMPLE), "yolo11")
+    times = backend.phase_times_ns("yolo11")
+    count, ns = times["detector.compute_infer"]
+    assert count > 0
+    assert ns / count > 1e5  # nanoseconds: a detector call takes well over 0.1 ms
+    dead = Backend(UiConfig(server=f"127.0.0.1:{free_port()}"))
+    assert "unavailable" in handlers.status_html(dead)
+    assert dead.default_conf("yolo11") == 0.25 and dead.class_names() == []
+
+
+def test_shipped_examples_are_what_the_rule_picks(data_dir):
+    from bonefrac.dataset import YoloDataset
+    from bonefrac.ui.make_examples import credits_md, pick_examples
+
+    dataset = YoloDataset.from_yaml(data_dir / "data.yaml")
+    picked = pick_examples(dataset)
+    assert set(picked) == {"elbow", "fingers", "forearm", "humerus", "shoulder", "wrist"}
+    assert {p.name for p in EXAMPLES.glob("*.jpg")} == {f"{r}.jpg" for r in picked}
+    assert {p.name for p in EXAMPLES.glob("*.txt")} == {f"{r}.txt" for r in picked}
+    for name, sample in picked.items():
+        assert (EXAMPLES / f"{name}.jpg").read_bytes() == sample.image.read_bytes()
+        label = dataset.label_path(sample.image)
+        assert (EXAMPLES / f"{name}.txt").read_bytes() == label.read_bytes()
+        assert len(sample.class_ids) > 0
+    assert (EXAMPLES / "CREDITS.md").read_text() == credits_md(picked)
