@@ -3,7 +3,8 @@
 The tritonclient 2.51.0 wheel (the server's version) carries a perf_analyzer binary that runs on
 this platform's glibc (newer wheels need a newer glibc; the PyPI package ``perf-analyzer`` is an
 empty placeholder). :func:`install` takes the binary out of that wheel into a cache folder and
-links the two libraries it needs from the ``nvidia-pytriton`` wheel.
+copies beside it the two libraries it needs from the ``nvidia-pytriton`` wheel (copies, not
+links: the cache outlives the environment it was made from).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -29,13 +31,18 @@ def cache_dir() -> Path:
     return Path(base) / "bonefrac" / "perf_analyzer" / VERSION
 
 
+LIBRARIES = (("libcudart-*.so.12*", "libcudart.so.12"), ("libb64-*.so.0d", "libb64.so.0d"))
+
+
 def locate() -> Path | None:
-    """The perf_analyzer binary (``BONEFRAC_PERF_ANALYZER`` or the cache), or None."""
+    """The perf_analyzer binary (``BONEFRAC_PERF_ANALYZER`` or the cache), or None when the
+    cache lacks the binary or one of its libraries (then :func:`install` makes it again)."""
     env = os.environ.get("BONEFRAC_PERF_ANALYZER")
     if env:
         return Path(env)
     binary = cache_dir() / "bin" / "perf_analyzer"
-    return binary if binary.is_file() else None
+    libs = [cache_dir() / "lib" / name for _, name in LIBRARIES]
+    return binary if binary.is_file() and all(lib.is_file() for lib in libs) else None
 
 
 def install() -> Path:
@@ -77,16 +84,13 @@ def install() -> Path:
             (target / "bin" / "perf_analyzer").write_bytes(wheel.read(member))
     (target / "bin" / "perf_analyzer").chmod(0o755)
     libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
-    for pattern, name in (
-        ("libcudart-*.so.12*", "libcudart.so.12"),
-        ("libb64-*.so.0d", "libb64.so.0d"),
-    ):
+    for pattern, name in LIBRARIES:
         found = sorted(libs.glob(pattern))
         if not found:
             raise RuntimeError(f"{pattern} is not in {libs}")
-        link = target / "lib" / name
-        link.unlink(missing_ok=True)
-        link.symlink_to(found[0])
+        copy = target / "lib" / name
+        copy.unlink(missing_ok=True)  # also a dangling link left by an older version
+        shutil.copyfile(found[0], copy)
     return target / "bin" / "perf_analyzer"
 
 

@@ -263,3 +263,23 @@ def _check_perf_analyzer_row(row: dict, *, concurrency: int) -> None:
         assert 0 < row["p50_ms"] <= row["p99_ms"], row
     else:  # the last trial: its throughput and the mean latency perf_analyzer printed for it
         assert row["mean_ms"] > 0, row
+
+
+def test_perf_analyzer_cache_with_a_dangling_library_is_made_again(tmp_path, monkeypatch):
+    """A cache whose libraries pointed into a virtual environment that is gone (as older
+    versions linked them) is not used: locate() says so and install() makes it again."""
+    from bonefrac.benchmarks import perf_analyzer
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("BONEFRAC_PERF_ANALYZER", raising=False)
+    cache = perf_analyzer.cache_dir()
+    (cache / "bin").mkdir(parents=True)
+    (cache / "lib").mkdir()
+    (cache / "bin" / "perf_analyzer").write_bytes(b"\x7fELF")
+    for _, name in perf_analyzer.LIBRARIES:
+        (cache / "lib" / name).symlink_to(tmp_path / "gone-venv" / name)
+    assert perf_analyzer.locate() is None
+    for _, name in perf_analyzer.LIBRARIES:
+        (cache / "lib" / name).unlink()
+        (cache / "lib" / name).write_bytes(b"library")
+    assert perf_analyzer.locate() == cache / "bin" / "perf_analyzer"
