@@ -33,47 +33,135 @@ from bonefrac.spec import FrcnnSpec
 GRAPH_SCORE_FLOOR = 0.001
 
 
-def build_frcnn(spec: FrcnnSpec, *, weights: str | Path | None = None, seed: int = 0):
-    """A torchvision Faster R-CNN for ``spec`` (background added to the class count).
+#: Normalisation layers a Faster R-CNN can be built with: ``batch`` (torchvision's builders:
+#: BatchNorm in the backbone and, for ``r50_fpn_v2``, in the FPN and box head) or ``group``
+#: (GroupNorm in the backbone, the FPN and, for ``r50_fpn_v2``, the box head: the choice for
+#: training from scratch at small batches, He et al., "Rethinking ImageNet Pre-training").
+FRCNN_NORMS = ("batch", "group")
+
+
+def group_norm(channels: int):
+    """GroupNorm over ``channels`` with 32 groups, or the largest divisor of ``channels`` below
+    32 when 32 does not divide it (MobileNetV3 has 72, 120, 184, ... channels)."""
+    import torch
+
+    groups = max(g for g in range(1, 33) if channels % g == 0)
+    return torch.nn.GroupNorm(groups, channels)
+
+
+def _group_norm_frcnn(arch: str, **kwargs):
+    """torchvision's Faster R-CNN builder for ``arch`` (random weights, every backbone layer
+    trainable) with :func:`group_norm` wherever it puts BatchNorm, and in the FPN too. The RPN
+    head has no normalisation in either (torchvision's ``RPNHead`` takes none)."""
+    from torchvision.models import mobilenet_v3_large, resnet50
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import (
+        _mobilenet_extractor,
+        _resnet_fpn_extractor,
+    )
+    from torchvision.models.detection.faster_rcnn import (
+        FastRCNNConvFCHead,
+        RPNHead,
+        _default_anchorgen,
+    )
+
+    if arch == "mobilenet_v3_fpn":
+        body = mobilenet_v3_large(weights=None, norm_layer=group_norm)
+        backbone = _mobilenet_extractor(body, True, 6, norm_layer=group_norm)
+        anchors = AnchorGenerator(((32, 64, 128, 256, 512),) * 3, ((0.5, 1.0, 2.0),) * 3)
+        return FasterRCNN(backbone, rpn_anchor_generator=anchors, **kwargs)
+    backbone = _resnet_fpn_extractor(
+        resnet50(weights=None, norm_layer=group_norm), 5, norm_layer=group_norm
+    )
+    anchors = _default_anchorgen()
+    return FasterRCNN(
+        backbone,
+        rpn_anchor_generator=anchors,
+        rpn_head=RPNHead(
+            backbone.out_channels, anchors.num_anchors_per_location()[0], conv_depth=2
+        ),
+        box_head=FastRCNNConvFCHead(
+            (backbone.out_channels, 7, 7), [256, 256, 256, 256], [1024], norm_layer=group_norm
+        ),
+        **kwargs,
+    )
+
+
+def _read_checkpoint(weights: str | Path, norm: str | None) -> tuple[Path, dict, str]:
+    """The checkpoint's path, ``state_dict`` and normalisation: its training config's ``norm``,
+    or for a plain ``state_dict`` ``batch`` when it holds BatchNorm statistics, else ``group``.
+
+    Raises:
+        ExportError: missing checkpoint, or ``norm`` given and not the checkpoint's.
+    """
+    import torch
+
+    path = weights_file(
+        weights, hint="train with 'bonefrac train frcnn' or copy the checkpoint here"
+    )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    config = state.get("config") if isinstance(state, dict) else None
+    if isinstance(state, dict) and "model" in state:
+        state = state["model"]
+    if isinstance(config, dict) and config.get("norm"):
+        saved = config["norm"]
+    else:
+        saved = "batch" if any(k.endswith(".running_mean") for k in state) else "group"
+    if norm is not None and norm != saved:
+        raise ExportError(
+            f"{path} was trained with --norm {saved}, not {norm}: export it with its own norm "
+            "(leave the norm unset to take the checkpoint's)"
+        )
+    return path, state, saved
+
+
+def build_frcnn(
+    spec: FrcnnSpec, *, weights: str | Path | None = None, seed: int = 0, norm: str | None = None
+):
+    """A torchvision Faster R-CNN for ``spec`` (background added to the class count): the one
+    builder of both the trainer and the exporter.
 
     Args:
         spec: architecture, classes and sizes.
         weights: a checkpoint saved by ``bonefrac train frcnn`` or a plain ``state_dict``; loaded
             with ``weights_only=True`` (no pickled code runs). None: seeded random weights.
         seed: the random initialisation's seed.
+        norm: one of :data:`FRCNN_NORMS`; None: the checkpoint's (``batch`` without weights).
 
     Raises:
-        ExportError: missing or mismatching checkpoint.
+        ExportError: unknown norm, missing or mismatching checkpoint.
     """
     import torch
     from torchvision.models import detection
 
+    if norm is not None and norm not in FRCNN_NORMS:
+        raise ExportError(f"norm must be one of {', '.join(FRCNN_NORMS)}, got {norm!r}")
+    path, state, norm = (
+        _read_checkpoint(weights, norm) if weights is not None else (None, None, norm or "batch")
+    )
+    kwargs = {
+        "num_classes": spec.num_classes + 1,
+        "min_size": spec.min_size,
+        "max_size": spec.max_size,
+        "box_score_thresh": GRAPH_SCORE_FLOOR,
+    }
     builders = {
         "mobilenet_v3_fpn": detection.fasterrcnn_mobilenet_v3_large_fpn,
         "r50_fpn_v2": detection.fasterrcnn_resnet50_fpn_v2,
     }
     torch.manual_seed(seed)
-    model = builders[spec.arch](
-        weights=None,
-        weights_backbone=None,
-        num_classes=spec.num_classes + 1,
-        min_size=spec.min_size,
-        max_size=spec.max_size,
-        box_score_thresh=GRAPH_SCORE_FLOOR,
-    )
-    if weights is not None:
-        path = weights_file(
-            weights, hint="train with 'bonefrac train frcnn' or copy the checkpoint here"
-        )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "model" in state:
-            state = state["model"]
+    if norm == "group":
+        model = _group_norm_frcnn(spec.arch, **kwargs)
+    else:
+        model = builders[spec.arch](weights=None, weights_backbone=None, **kwargs)
+    if state is not None:
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise ExportError(
-                f"{path} does not fit {spec.arch} with {spec.num_classes} classes + background: "
-                f"{str(exc).splitlines()[0]}"
+                f"{path} does not fit {spec.arch} ({norm} norm) with {spec.num_classes} classes "
+                f"+ background: {str(exc).splitlines()[0]}"
             ) from None
     return model.eval()
 
@@ -81,10 +169,12 @@ def build_frcnn(spec: FrcnnSpec, *, weights: str | Path | None = None, seed: int
 def calibrate_batchnorm(model, images: Sequence[np.ndarray]) -> None:
     """Recompute BatchNorm statistics on a few images (random weights only): without it every
     proposal of a random model gets the same features and the same scores, and a parity check
-    compares ties."""
+    compares ties. A model without BatchNorm is left as it is."""
     import torch
 
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    if not norms:  # a GroupNorm model normalises each image by itself: nothing to calibrate
+        return
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
@@ -241,6 +331,7 @@ def export_frcnn(
     score_tolerance: float = 1e-3,
     profile: str = "cpu",
     replace: bool = False,
+    norm: str | None = None,
 ) -> ExportResult:
     """Export Faster R-CNN to ONNX, check parity and write a Triton model repository.
 
@@ -258,6 +349,8 @@ def export_frcnn(
             FP32). The parity check runs on the FP32 graph; the FP16 file is checked too.
         box_tolerance_px, score_tolerance: parity tolerances.
         out, profile, replace: as :func:`bonefrac.export.yolo11.export_yolo11`.
+        norm: ``batch`` or ``group`` (:data:`FRCNN_NORMS`); None: the checkpoint's (its training
+            config says; ``batch`` for random weights).
 
     Raises:
         ExportError: bad arguments, missing extras, or parity above tolerance.
@@ -266,7 +359,7 @@ def export_frcnn(
         class_names=tuple(class_names), name=name, arch=arch, min_size=min_size, max_size=max_size
     )
     require_export_extras()
-    model = build_frcnn(spec, weights=weights, seed=seed)
+    model = build_frcnn(spec, weights=weights, seed=seed, norm=norm)
     inputs = _parity_inputs(parity_images, spec, seed)
     if weights is None:
         calibrate_batchnorm(model, inputs)

@@ -76,12 +76,21 @@ def _add_yolo11(kinds: argparse._SubParsersAction) -> None:
 
 
 def _add_frcnn(kinds: argparse._SubParsersAction) -> None:
+    from bonefrac.export.frcnn import FRCNN_NORMS  # torch-free at import
+
     f = _cli.subcommand(kinds, "frcnn", run_frcnn)
     _cli.add_data(f)
     _cli.add_protocol(f, "7class", "classes to learn")
     _cli.add_frcnn_geometry(f)
     _add_schedule(f, epochs=12, batch=4)
     f.add_argument("--lr", type=float, default=0.02, help="peak SGD learning rate")
+    f.add_argument(
+        "--norm",
+        default="batch",
+        choices=FRCNN_NORMS,
+        help="normalisation: batch (BatchNorm), or group (GroupNorm in backbone, FPN and box "
+        "head: for training from scratch at small batches); the export takes the checkpoint's",
+    )
     f.add_argument("--limit", type=int, metavar="N", help="train on the first N images only")
     f.add_argument(
         "--negatives",
@@ -183,6 +192,7 @@ def run_frcnn(args: argparse.Namespace) -> int:
         names = make_protocol(args.protocol, YoloDataset.from_yaml(args.data).names).names
         name = args.export_name or "frcnn"
         geometry = {"arch": args.arch, "min_size": args.min_size, "max_size": args.max_size}
+        geometry["norm"] = args.norm
         _export_and_evaluate(
             args,
             lambda: export_frcnn(

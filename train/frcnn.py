@@ -33,6 +33,9 @@ class FrcnnTrainConfig:
         data: the dataset's ``data.yaml``.
         protocol: ``7class``, ``6class`` or ``agnostic`` (the classes the model learns).
         arch: ``mobilenet_v3_fpn`` or ``r50_fpn_v2``.
+        norm: ``batch`` (torchvision's BatchNorm) or ``group`` (GroupNorm in the backbone, FPN
+            and box head: for training from scratch at small batches); saved with the weights,
+            so the exporter rebuilds the same model.
         min_size, max_size: the model's resize (training samples ``min_size`` from
             ``min_size - 64 .. min_size`` for scale jitter).
         epochs, batch, lr: schedule (SGD with momentum, linear warm-up, cosine decay).
@@ -55,6 +58,7 @@ class FrcnnTrainConfig:
     data: str
     protocol: str = "7class"
     arch: str = "mobilenet_v3_fpn"
+    norm: str = "batch"
     min_size: int = 512
     max_size: int = 640
     epochs: int = 12
@@ -124,8 +128,17 @@ def _prepare(config: FrcnnTrainConfig):
     require_extras(("torch", "torchvision"), extra="train", purpose="training", error=TrainError)
     import torch
 
+    from bonefrac.export.frcnn import FRCNN_NORMS
+
     if not 0.0 <= config.negatives <= 1.0:
         raise TrainError(f"--negatives must lie in [0, 1], got {config.negatives}")
+    if config.norm not in FRCNN_NORMS:
+        raise TrainError(f"--norm must be one of {', '.join(FRCNN_NORMS)}, got {config.norm!r}")
+    if config.norm == "group" and config.pretrained_backbone:
+        raise TrainError(
+            "--pretrained-backbone holds BatchNorm weights; --norm group trains from scratch: "
+            "drop one of the two"
+        )
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -168,7 +181,7 @@ def _build_model(config: FrcnnTrainConfig, spec, *, resume: bool):
 
     from bonefrac.export.frcnn import build_frcnn
 
-    model = build_frcnn(spec, seed=config.seed)
+    model = build_frcnn(spec, seed=config.seed, norm=config.norm)
     model.transform.min_size = tuple(range(max(32, config.min_size - 64), config.min_size + 1, 32))
     if config.pretrained_backbone and not resume:
         _load_backbone_weights(model, config.arch)
