@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "what": "seconds per image of one YOLO11 training step (forward, loss, backward, SGD "
         "step), median of interleaved rounds; data loading per image apart",
-        "command": "python -m bonefrac.train.speed " + " ".join(argv or []),
+        "command": "python -m bonefrac.train.speed " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
             "platform": platform.platform(),
