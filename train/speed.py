@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "what": "seconds per image of one YOLO11 training step (forward, loss, backward, SGD "
         "step), median of interleaved rounds; data loading per image apart",
-        "command": "python -m bonefrac.train.speed " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m bonefrac.train.speed "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
             "platform": platform.platform(),
