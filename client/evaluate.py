@@ -254,7 +254,7 @@ def evaluate(
     cached = Path(cache_dir) / f"{key}.json" if cacheable else None
     if cached is not None and cached.is_file():
         report = json.loads(cached.read_text())
-        report["cache"] = {"hit": True, "key": key, "path": str(cached)}
+        report["cache"] = {"hit": True, "key": key, "path": _home_relative(cached)}
         return report
 
     samples = list(dataset.samples(split))[:limit]
@@ -285,7 +285,7 @@ def evaluate(
     }
     if cached is not None:
         _write_atomically(cached, report)
-    report["cache"] = {"hit": False, "key": key, "path": str(cached) if cached else None}
+    report["cache"] = {"hit": False, "key": key, "path": _home_relative(cached)}
     return report
 
 
@@ -297,6 +297,15 @@ def _run_record(images: int, *, elapsed_s: float, concurrency: int) -> dict[str,
         "machine": platform.platform(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _home_relative(path: Path | None) -> str | None:
+    """The cache file as ``~/...``: reports are committed, this machine's home is not."""
+    if path is None:
+        return None
+    home = Path.home()
+    path = Path(path)
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
 
 
 def _write_atomically(path: Path, report: dict[str, Any]) -> None:

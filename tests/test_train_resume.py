@@ -4,6 +4,7 @@ learning curve is scored by the project's evaluator."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 
 import pytest
@@ -16,23 +17,24 @@ def _epochs_in(results_csv):
         return [int(float(row["epoch"])) for row in csv.DictReader(f)]
 
 
-def test_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_path):
+def test_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_path, monkeypatch):
     from bonefrac.train import TrainError
     from bonefrac.train.curve import checkpoint_epoch, read_curve, score_snapshot
     from bonefrac.train.yolo11 import Yolo11TrainConfig, train_yolo11
 
+    monkeypatch.chdir(tmp_path)  # the repository root of this run: paths relative to it
     snapshot = tmp_path / "snapshot"
     config = Yolo11TrainConfig(
-        data=str(tiny_data),
+        data=os.path.relpath(tiny_data),
         imgsz=64,
         epochs=2,
         batch=4,
         workers=0,
-        project=str(tmp_path / "runs"),
+        project="runs",
         name="tiny",
         precision="bfloat16",  # CPU autocast: Ultralytics' own bf16 is CUDA-only
         cache="ram",
-        snapshot=str(snapshot),
+        snapshot="snapshot",
     )
 
     def stop_after_first_epoch(trainer):
@@ -42,6 +44,9 @@ def test_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_pat
     assert (snapshot / "checkpoint.pt").is_file()
     assert checkpoint_epoch(snapshot / "checkpoint.pt")[0] == 1
     assert _epochs_in(snapshot / "results.csv") == [1]
+    for absolute in (tmp_path, tiny_data.parent):  # no absolute path of this machine
+        leaks = [p.name for p in snapshot.iterdir() if str(absolute).encode() in p.read_bytes()]
+        assert not leaks, f"{absolute} is in {leaks}"
 
     # A new machine: the run folder is gone, only the committed snapshot is left.
     shutil.rmtree(tmp_path / "runs")

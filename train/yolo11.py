@@ -189,7 +189,49 @@ def save_snapshot(config: Yolo11TrainConfig) -> Path:
             tmp = snap / f".{dst}.tmp"
             shutil.copyfile(path, tmp)
             tmp.replace(snap / dst)
+    scrub_snapshot(snap)
     return snap
+
+
+PATH_ARGS = ("data", "project", "save_dir", "model", "resume")
+
+
+def _relative(args: dict[str, Any]) -> dict[str, Any]:
+    """Ultralytics' run arguments with this machine's absolute paths made relative to the
+    working directory (the repository root), as the snapshot is committed."""
+    out = dict(args)
+    for key in PATH_ARGS:
+        value = out.get(key)
+        if isinstance(value, str) and os.path.isabs(value):
+            out[key] = os.path.relpath(value)
+    return out
+
+
+def scrub_snapshot(snap: Path) -> None:
+    """No absolute paths of this machine in a committed snapshot: the checkpoint's
+    ``train_args`` and ``args.yaml`` get paths relative to the repository root."""
+    import torch
+    import yaml
+
+    args_yaml = snap / "args.yaml"
+    if args_yaml.is_file():
+        args = yaml.safe_load(args_yaml.read_text())
+        args_yaml.write_text(yaml.safe_dump(_relative(args), sort_keys=False))
+    checkpoint = snap / "checkpoint.pt"
+    if checkpoint.is_file():
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if isinstance(ckpt.get("train_args"), dict):
+            ckpt["train_args"] = _relative(ckpt["train_args"])
+        for key in ("model", "ema"):  # the models carry the run's arguments too
+            args = getattr(ckpt.get(key), "args", None)
+            if isinstance(args, dict):
+                ckpt[key].args = _relative(args)
+            elif args is not None:
+                for name, value in _relative(vars(args)).items():
+                    setattr(args, name, value)
+        tmp = snap / ".checkpoint.pt.tmp"
+        torch.save(ckpt, tmp)
+        tmp.replace(checkpoint)
 
 
 def restore_snapshot(config: Yolo11TrainConfig) -> None:
