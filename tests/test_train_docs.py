@@ -27,3 +27,4 @@ def test_equal_time_budget_uses_the_whole_run_time_across_resumes():
     run = {"hours": hours, "map50": [0.01, 0.03, 0.02, 0.05]}
     assert map50_by(run, 1.0) == 0.03 and map50_by(run, 2.0) == 0.05
     assert map50_by(run, 4.0) is None
+    assert map50_by(run, 0.25) is None  # no epoch had ended yet

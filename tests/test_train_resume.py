@@ -59,6 +59,7 @@ def test_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_pat
     assert 0.0 <= point.ap50 <= 1.0 and 0.0 <= point.sens_at_1fp <= 1.0
     assert read_curve(snapshot) == [point]
     assert (snapshot / "curve.png").stat().st_size > 0
+    assert not (snapshot / "checkpoint.onnx").exists()  # the export leaves nothing behind
 
     # Without a run folder or a snapshot there is nothing to resume: a clear error.
     empty = Yolo11TrainConfig(data=str(tiny_data), project=str(tmp_path / "none"), name="x")

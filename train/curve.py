@@ -90,11 +90,13 @@ def score_snapshot(
     from bonefrac.client.evaluate import evaluate, in_process_model
     from bonefrac.export.yolo11 import export_yolo11
 
-    folder = Path(folder)
+    folder = Path(folder).resolve()  # the exporter writes beside an absolute weights path
     checkpoint = folder / "checkpoint.pt"
     epoch, hours = checkpoint_epoch(checkpoint)
+    stray = checkpoint.with_suffix(".onnx")  # Ultralytics' exporter writes beside the weights
     with tempfile.TemporaryDirectory(prefix="bonefrac-curve-") as repo:
         export_yolo11(out=repo, weights=checkpoint, imgsz=imgsz, name="yolo11")
+        stray.unlink(missing_ok=True)
         report = evaluate(
             in_process_model(repo, "yolo11"),
             data=data,

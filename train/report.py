@@ -54,7 +54,8 @@ def map50_by(run: dict[str, Any], hours: float) -> float | None:
     """Best val mAP50 reached within ``hours`` of training (None if the run is shorter)."""
     if not run["hours"] or run["hours"][-1] < hours:
         return None
-    return max(m for h, m in zip(run["hours"], run["map50"]) if h <= hours)
+    reached = [m for h, m in zip(run["hours"], run["map50"]) if h <= hours]
+    return max(reached) if reached else None  # None: no epoch had ended within the budget
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -89,9 +90,11 @@ def equal_time_section(runs: list[dict[str, Any]]) -> list[str]:
         "## At equal training time",
         "",
         "Best val mAP50 (Ultralytics' validation after each epoch, 7 classes) reached within each "
-        "budget of training time on this 2-core CPU; – where the run has not trained that long. "
-        "Pick by this slope, not by loss. Times are wall-clock on a machine that also ran the "
-        "test suite and other work now and then, so they favour no run in particular.",
+        "budget of training time on this 2-core CPU; – where the run has not trained that long "
+        "or no epoch had ended by then. "
+        "Pick by this slope, not by loss. Times are wall-clock, including whatever else ran on "
+        "the machine: a run that shared the cores with other work is understated here (read it "
+        "by epoch as well; the records say what ran beside each).",
         "",
         f"| run | {header} |",
         "| --- | " + " | ".join("---" for _ in CHECKPOINTS_H) + " |",

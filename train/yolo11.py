@@ -222,6 +222,8 @@ def scrub_snapshot(snap: Path) -> None:
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if isinstance(ckpt.get("train_args"), dict):
             ckpt["train_args"] = _relative(ckpt["train_args"])
+        if isinstance(ckpt.get("git"), dict):  # Ultralytics records the repository's folder
+            ckpt["git"] = {k: v for k, v in ckpt["git"].items() if k != "root"}
         for key in ("model", "ema"):  # the models carry the run's arguments too
             args = getattr(ckpt.get(key), "args", None)
             if isinstance(args, dict):
