@@ -46,6 +46,10 @@ def check_thresholds(
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
 
 
+#: How the ``cpu`` profile serves a model: see :class:`BatchingSpec`.
+CPU_LAYOUTS = ("ensemble", "single")
+
+
 @dataclass(frozen=True)
 class BatchingSpec:
     """Dynamic batching and instances.
@@ -69,6 +73,13 @@ class BatchingSpec:
           at once with UNAVAILABLE ("exceeds maximum queue size") instead of letting latency
           grow without bound; clients retry with backoff (about 2 s of work queued on 2 CPU
           cores).
+        * ``cpu_layout``: how the ``cpu`` profile serves the model clients call (GPU profiles
+          always use the ensemble). ``"ensemble"``: a Triton ensemble of three Python-backend
+          models (pre-processing, ONNX Runtime detector, post-processing), three queues and two
+          extra process hops per request. ``"single"``: one Python-backend model does all three
+          (``detector_instances`` instances of ``detector_threads`` ONNX Runtime threads, the
+          detector's dynamic batching), per-step times on Triton's metrics port; the step
+          models stay in the repository for direct calls.
     """
 
     max_batch_size: int = 4
@@ -81,8 +92,13 @@ class BatchingSpec:
     postprocess_instances: int = 1
     gpu_instances: int = 2
     max_queue_size: int = 64
+    cpu_layout: str = "single"
 
     def __post_init__(self) -> None:
+        if self.cpu_layout not in CPU_LAYOUTS:
+            raise ValueError(
+                f"unknown cpu_layout {self.cpu_layout!r}; choose one of {', '.join(CPU_LAYOUTS)}"
+            )
         if self.max_queue_size < 1:
             raise ValueError(f"max_queue_size must be at least 1, got {self.max_queue_size}")
         if self.max_batch_size < 1:

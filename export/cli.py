@@ -14,6 +14,7 @@ from typing import Any
 
 from bonefrac import _cli
 from bonefrac.client.cli import collect_images
+from bonefrac.spec import CPU_LAYOUTS
 
 #: What each serving profile of :data:`bonefrac.export.triton_config.PROFILES` runs.
 PROFILE_MEANINGS = {
@@ -110,6 +111,12 @@ def _add_retarget(kinds: argparse._SubParsersAction) -> None:
     )
     _cli.add_choice(r, "--profile", PROFILE_MEANINGS, required=True)
     r.add_argument("--out", required=True, metavar="DIR", help="target repository")
+    r.add_argument(
+        "--cpu-layout",
+        choices=CPU_LAYOUTS,
+        help="cpu profile: serve NAME as an ensemble of three models or as one model doing all "
+        "three steps (default: as the source repository does)",
+    )
 
 
 def _add_threshold(kinds: argparse._SubParsersAction) -> None:
@@ -194,7 +201,9 @@ def run_retarget(args: argparse.Namespace) -> int:
     from bonefrac.export.repository import retarget
 
     for model in _cli.split_list(args.models):
-        version, files = retarget(args.repository, model, profile=args.profile, out=args.out)
+        version, files = retarget(
+            args.repository, model, profile=args.profile, out=args.out, cpu_layout=args.cpu_layout
+        )
         print(
             f"{model}: {len(files)} files, detector version {version}, profile "
             f"{args.profile} -> {Path(args.out)}"

@@ -2,7 +2,8 @@
 
 Layout (``model_repository/<model>/<version>/``)::
 
-    <name>/config.pbtxt, <name>/1/                      ensemble (empty version folder)
+    <name>/config.pbtxt, <name>/1/                      ensemble (empty version folder), or
+                                                        1/model.py: one model (cpu, "single")
     <name>_preprocess/config.pbtxt, 1/model.py          Python backend
     <name>_detector/config.pbtxt, <N>/model.onnx        (+ model.py on the cpu profile)
     <name>_postprocess/config.pbtxt, 1/model.py         Python backend
@@ -17,7 +18,12 @@ import shutil
 import stat
 from pathlib import Path
 
-from bonefrac.export.triton_config import model_configs, warmup_shape, write_configs
+from bonefrac.export.triton_config import (
+    model_configs,
+    single_model,
+    warmup_shape,
+    write_configs,
+)
 from bonefrac.spec import DetectorSpec, FrcnnSpec
 
 _ENTRY_POINT = '''"""Triton entry point; the model's code is bonefrac.triton_models.{module}."""
@@ -36,6 +42,8 @@ def entry_points(spec: DetectorSpec, *, profile: str = "cpu") -> dict[str, str]:
     points = {spec.preprocess: "preprocess", spec.postprocess: "postprocess"}
     if profile == "cpu":
         points[spec.detector] = "onnx_detector"
+    if single_model(spec, profile):
+        points[spec.name] = "fused"
     return points
 
 
@@ -124,8 +132,12 @@ def write_repository(
         written.append(path)
     # An ensemble needs an (empty) version folder; the marker keeps it in version control.
     marker = repository / spec.name / "1" / ".gitkeep"
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
+    if single_model(spec, profile):
+        marker.unlink(missing_ok=True)
+    else:
+        (marker.parent / "model.py").unlink(missing_ok=True)  # left by the one-model layout
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
     target = repository / spec.detector / str(version) / spec.onnx_file
     target.parent.mkdir(parents=True, exist_ok=True)
     if Path(onnx_path).resolve() != target.resolve():
@@ -158,15 +170,32 @@ def set_default_threshold(repository: str | Path, model: str, conf_threshold: fl
 
 
 def retarget(
-    repository: str | Path, model: str, *, profile: str, out: str | Path
+    repository: str | Path,
+    model: str,
+    *,
+    profile: str,
+    out: str | Path,
+    cpu_layout: str | None = None,
 ) -> tuple[int, list[Path]]:
     """Write an exported model into another repository for another profile (e.g. the committed
-    CPU repository -> a ``gpu-trt`` repository for a GPU node), without re-exporting.
+    CPU repository -> a ``gpu-trt`` repository for a GPU node), without re-exporting; ``out``
+    may be ``repository`` itself.
+
+    Args:
+        cpu_layout: ``"ensemble"`` or ``"single"`` (see :class:`bonefrac.spec.BatchingSpec`);
+            None keeps the source's.
 
     Raises:
         ModelRepositoryError: if ``model`` is not a bonefrac ensemble of ``repository``.
+        ValueError: an unknown ``cpu_layout``.
     """
+    import dataclasses
+
     from bonefrac.pipeline import read_repository_model
 
     found = read_repository_model(repository, model)
-    return write_repository(found.spec, found.onnx_path, out, profile=profile, replace=True)
+    spec = found.spec
+    if cpu_layout is not None:
+        batching = dataclasses.replace(spec.batching, cpu_layout=cpu_layout)
+        spec = dataclasses.replace(spec, batching=batching)
+    return write_repository(spec, found.onnx_path, out, profile=profile, replace=True)

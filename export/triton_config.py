@@ -6,7 +6,9 @@ tritonclient), so what is written always parses; the tests parse it back and che
 Profiles (the pre- and post-processing models are Python-backend models on the CPU in all):
 
 * ``cpu``: the detector is ONNX Runtime inside a Python-backend model. Runs anywhere, including
-  the ``tritonserver`` of the ``nvidia-pytriton`` wheel.
+  the ``tritonserver`` of the ``nvidia-pytriton`` wheel. The spec's ``batching.cpu_layout``
+  chooses between the ensemble of three models and one Python-backend model that does all
+  three steps in one process (``single``).
 * ``gpu-onnx``: the detector is Triton's ``onnxruntime_onnx`` platform on the GPU with the
   TensorRT execution accelerator in FP16 (NVIDIA's tritonserver container).
 * ``gpu-trt``: the detector is a TensorRT engine (``tensorrt_plan``), built on the GPU node from
@@ -21,7 +23,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from bonefrac.spec import DetectorSpec, FrcnnSpec, Yolo11Spec
+from bonefrac.spec import BatchingSpec, DetectorSpec, FrcnnSpec, Yolo11Spec
 
 PROFILES = ("cpu", "gpu-onnx", "gpu-trt")
 
@@ -63,6 +65,22 @@ def _bound_queue(config: mc.ModelConfig, size: int) -> None:
     policy = config.dynamic_batching.default_queue_policy
     policy.max_queue_size = size
     policy.timeout_action = mc.ModelQueuePolicy.REJECT
+
+
+def _dynamic_batching(config: mc.ModelConfig, b: BatchingSpec) -> None:
+    config.dynamic_batching.preferred_batch_size.extend(b.preferred_batch_sizes)
+    config.dynamic_batching.max_queue_delay_microseconds = b.max_queue_delay_us
+    _bound_queue(config, b.max_queue_size)
+
+
+def _onnx_runtime_params(spec: DetectorSpec) -> dict[str, object]:
+    """The parameters of a Python-backend model that runs the ONNX file with ONNX Runtime."""
+    b = spec.batching
+    return {
+        "onnx_file": spec.onnx_file,
+        "intra_op_threads": str(b.detector_threads),
+        "allow_spinning": "1" if b.detector_spin else "0",
+    }
 
 
 def detector_io(spec: DetectorSpec) -> tuple[tuple[str, list[int]], tuple[str, list[int]]]:
@@ -111,14 +129,7 @@ def _detector(spec: DetectorSpec, profile: str) -> mc.ModelConfig:
         det = _python_model(
             spec.detector, max_batch_size=b.max_batch_size, instances=b.detector_instances
         )
-        _params(
-            det,
-            {
-                "onnx_file": spec.onnx_file,
-                "intra_op_threads": str(b.detector_threads),
-                "allow_spinning": "1" if b.detector_spin else "0",
-            },
-        )
+        _params(det, _onnx_runtime_params(spec))
     else:
         det = mc.ModelConfig(name=spec.detector, max_batch_size=b.max_batch_size)
         det.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=b.gpu_instances)
@@ -136,9 +147,7 @@ def _detector(spec: DetectorSpec, profile: str) -> mc.ModelConfig:
             det.default_model_filename = "model.plan"
     det.input.append(_tensor(mc.ModelInput, in_name, F32, in_dims))
     det.output.append(_tensor(mc.ModelOutput, out_name, F32, out_dims))
-    det.dynamic_batching.preferred_batch_size.extend(b.preferred_batch_sizes)
-    det.dynamic_batching.max_queue_delay_microseconds = b.max_queue_delay_us
-    _bound_queue(det, b.max_queue_size)
+    _dynamic_batching(det, b)
     dims, _ = warmup_shape(spec)
     warm = det.model_warmup.add(name="warmup", batch_size=1)
     warm.inputs[in_name].data_type = F32
@@ -225,23 +234,54 @@ def _ensemble(spec: DetectorSpec, profile: str) -> mc.ModelConfig:
         },
         output_map={n: n for n, _, _ in ENSEMBLE_OUTPUTS},
     )
-    _params(
-        ens,
-        {
-            "pipeline": spec.family,
-            "class_names": list(spec.class_names),
-            "model_sha256": spec.model_sha256,
-            "profile": profile,
-            "spec": spec.to_json(),
-        },
-    )
+    _params(ens, _served_params(spec, profile))
     return ens
 
 
-def model_configs(spec: DetectorSpec, *, profile: str = "cpu") -> dict[str, mc.ModelConfig]:
-    """The four configs (ensemble, pre-processing, detector, post-processing) of a spec.
+def _served_params(spec: DetectorSpec, profile: str) -> dict[str, object]:
+    """The parameters clients read from the model they call (either layout)."""
+    return {
+        "pipeline": spec.family,
+        "class_names": list(spec.class_names),
+        "model_sha256": spec.model_sha256,
+        "profile": profile,
+        "spec": spec.to_json(),
+    }
 
-    The ensemble tensor ``letterbox`` carries each image's
+
+def _single(spec: DetectorSpec) -> mc.ModelConfig:
+    """The one-model layout of the ``cpu`` profile: the ensemble's inputs, outputs and
+    parameters, served by ``bonefrac.triton_models.fused`` with the detector's instances and
+    dynamic batching."""
+    b = spec.batching
+    model = _python_model(
+        spec.name, max_batch_size=b.max_batch_size, instances=b.detector_instances
+    )
+    model.input.extend([_tensor(mc.ModelInput, "image", STR, [1]), *_thresholds()])
+    model.output.extend(_tensor(mc.ModelOutput, n, t, d) for n, t, d in ENSEMBLE_OUTPUTS)
+    _dynamic_batching(model, b)
+    dims, _ = warmup_shape(spec)
+    _params(
+        model,
+        {**_served_params(spec, "cpu"), **_onnx_runtime_params(spec), "warmup_dims": dims},
+    )
+    return model
+
+
+def single_model(spec: DetectorSpec, profile: str) -> bool:
+    """Whether ``profile`` serves the spec's model as one Python-backend model (the ``cpu``
+    profile with ``cpu_layout="single"``) rather than an ensemble."""
+    return profile == "cpu" and spec.batching.cpu_layout == "single"
+
+
+def model_configs(spec: DetectorSpec, *, profile: str = "cpu") -> dict[str, mc.ModelConfig]:
+    """The four configs (the model clients call, pre-processing, detector, post-processing) of
+    a spec.
+
+    The model clients call is an ensemble of the other three, or, on the ``cpu`` profile with
+    ``cpu_layout="single"``, one Python-backend model doing all three steps (the step models
+    are still written: the detector for tensor clients, all three for direct calls). The
+    ensemble tensor ``letterbox`` carries each image's
     :class:`bonefrac.processing.InputTransform` (YOLO11's letterbox or Faster R-CNN's shrink)
     from the pre- to the post-processing.
 
@@ -250,7 +290,8 @@ def model_configs(spec: DetectorSpec, *, profile: str = "cpu") -> dict[str, mc.M
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    configs = (_ensemble(spec, profile), _preprocess(spec), _detector(spec, profile))
+    served = _single(spec) if single_model(spec, profile) else _ensemble(spec, profile)
+    configs = (served, _preprocess(spec), _detector(spec, profile))
     return {c.name: c for c in (*configs, _postprocess(spec))}
 
 

@@ -8,10 +8,9 @@ input shape); a malformed request fails alone. GPU profiles replace this model w
 import json
 import os
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from bonefrac.runtime import OnnxDetector
+from bonefrac.triton_models._steps import load_detector, run_grouped
 from bonefrac.triton_models._support import error_response, model_parameters, required_parameter
 
 
@@ -25,36 +24,23 @@ class TritonPythonModel:
             args["model_version"],
             required_parameter(params, "onnx_file", model=self.name),
         )
-        self.detector = OnnxDetector(
-            path,
-            threads=int(params.get("intra_op_threads", "0") or 0),
-            spin=params.get("allow_spinning", "1") != "0",
-        )
+        self.detector = load_detector(path, params)
         self.input_name = config["input"][0]["name"]
         self.output_name = config["output"][0]["name"]
 
     def execute(self, requests):
-        responses = [None] * len(requests)
-        groups = {}  # input shape -> [(request index, array)]
+        inputs, failed = {}, {}
         for i, request in enumerate(requests):
             try:
-                array = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
-                self.detector.check_input(array)
-                groups.setdefault(array.shape[1:], []).append((i, array))
+                inputs[i] = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
             except Exception as exc:
-                responses[i] = error_response(pb_utils, exc, model=self.name)
-        for members in groups.values():
-            try:
-                outputs = self.detector.run(np.concatenate([a for _, a in members]))
-            except Exception as exc:
-                for i, _ in members:
-                    responses[i] = error_response(pb_utils, exc, model=self.name)
-                continue
-            start = 0
-            for i, array in members:
-                part = outputs[start : start + array.shape[0]]
-                start += array.shape[0]
-                responses[i] = pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor(self.output_name, part)]
-                )
-        return responses
+                failed[i] = exc
+        results = {**run_grouped(self.detector, inputs), **failed}
+        return [self._response(results[i]) for i in range(len(requests))]
+
+    def _response(self, result):
+        if isinstance(result, Exception):
+            return error_response(pb_utils, result, model=self.name)
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(self.output_name, result)]
+        )

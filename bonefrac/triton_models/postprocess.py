@@ -11,19 +11,12 @@ are padding when several images share one request.
 
 import json
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from bonefrac.pipeline import postprocessor
-from bonefrac.processing import InputTransform
-from bonefrac.spec import conf_threshold_ok, iou_threshold_ok, spec_from_json
-from bonefrac.triton_models._support import (
-    error_response,
-    model_parameters,
-    optional_per_item,
-    pad_stack,
-    required_parameter,
-)
+from bonefrac.spec import spec_from_json
+from bonefrac.triton_models._steps import postprocess_request
+from bonefrac.triton_models._support import error_response, model_parameters, required_parameter
 
 
 class TritonPythonModel:
@@ -40,50 +33,15 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             try:
-                raw = pb_utils.get_input_tensor_by_name(request, self.raw_name).as_numpy()
-                transforms = pb_utils.get_input_tensor_by_name(request, "letterbox").as_numpy()
-                batch = raw.shape[0]
-                conf = optional_per_item(
+                outputs = postprocess_request(
                     pb_utils,
                     request,
-                    "conf_threshold",
-                    batch=batch,
-                    default=self.spec.conf_threshold,
-                    valid=conf_threshold_ok,
+                    raw=pb_utils.get_input_tensor_by_name(request, self.raw_name).as_numpy(),
+                    transforms=pb_utils.get_input_tensor_by_name(request, "letterbox").as_numpy(),
+                    spec=self.spec,
+                    postprocess=self.postprocess,
                 )
-                iou = optional_per_item(
-                    pb_utils,
-                    request,
-                    "iou_threshold",
-                    batch=batch,
-                    default=self.spec.iou_threshold,
-                    valid=iou_threshold_ok,
-                )
-                results = [
-                    self.postprocess(
-                        raw[b],
-                        InputTransform.from_array(transforms[b]),
-                        conf_threshold=conf[b],
-                        iou_threshold=iou[b],
-                    )
-                    for b in range(batch)
-                ]
-                responses.append(pb_utils.InferenceResponse(output_tensors=_pack(results)))
+                responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
             except Exception as exc:
                 responses.append(error_response(pb_utils, exc, model=self.name))
         return responses
-
-
-def _pack(results):
-    names = [np.array(r.class_names, dtype=object) for r in results]
-    f32, i32 = np.float32, np.int32
-    return [
-        pb_utils.Tensor("num_detections", np.array([[len(r)] for r in results], dtype=i32)),
-        pb_utils.Tensor("boxes", pad_stack([r.xyxy for r in results], tail_shape=(4,), dtype=f32)),
-        pb_utils.Tensor("scores", pad_stack([r.scores for r in results], tail_shape=(), dtype=f32)),
-        pb_utils.Tensor(
-            "class_ids", pad_stack([r.class_ids for r in results], tail_shape=(), dtype=i32)
-        ),
-        pb_utils.Tensor("class_names", pad_stack(names, tail_shape=(), dtype=object, fill=b"")),
-        pb_utils.Tensor("image_size", np.array([r.image_size for r in results], dtype=i32)),
-    ]

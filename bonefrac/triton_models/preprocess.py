@@ -9,11 +9,11 @@ pad_top, height, width; for Faster R-CNN the padding is zero). The model's spec 
 
 import json
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from bonefrac.pipeline import preprocessor
 from bonefrac.spec import spec_from_json
+from bonefrac.triton_models._steps import preprocess_request
 from bonefrac.triton_models._support import error_response, model_parameters, required_parameter
 
 
@@ -29,22 +29,12 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             try:
-                encoded = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
-                tensors, transforms = [], []
-                for item in encoded.reshape(encoded.shape[0], -1)[:, 0]:
-                    tensor, transform = self.preprocess(bytes(item))
-                    tensors.append(tensor)
-                    transforms.append(transform.to_array())
-                if len({t.shape for t in tensors}) > 1:
-                    raise ValueError(
-                        "images of one request must give inputs of one size; "
-                        "send them in separate requests"
-                    )
+                images, transforms = preprocess_request(pb_utils, request, self.preprocess)
                 responses.append(
                     pb_utils.InferenceResponse(
                         output_tensors=[
-                            pb_utils.Tensor("images", np.stack(tensors)),
-                            pb_utils.Tensor("letterbox", np.stack(transforms)),
+                            pb_utils.Tensor("images", images),
+                            pb_utils.Tensor("letterbox", transforms),
                         ]
                     )
                 )

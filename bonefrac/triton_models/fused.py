@@ -1,0 +1,116 @@
+"""The one-model layout of the CPU profile: decode + letterbox, ONNX Runtime and post-processing
+in one Python-backend model, so a request passes one Triton queue and no extra process hop.
+
+Inputs and outputs are the ensemble's (``image``, optional ``conf_threshold`` /
+``iou_threshold``; ``num_detections``, ``boxes``, ``scores``, ``class_ids``, ``class_names``,
+``image_size``). The valid requests of a dynamic batch are pre-processed one by one, run through
+ONNX Runtime grouped by input shape (one run per shape), then post-processed one by one, with the
+step models' own functions (``bonefrac.triton_models._steps``); a request that fails a step gets
+that step model's error (e.g. ``yolo11_preprocess: ...``) and the others go on. The ONNX file is
+the newest version of ``<name>_detector``, read at load time.
+
+Per-step time goes to Triton's metrics port as two counters labelled ``model`` and ``step``
+(``preprocess``, ``detector``, ``postprocess``): ``bonefrac_step_duration_us`` (a batch's step
+time counted once for each request in it: the time each request spent in the step) and
+``bonefrac_step_requests``; their ratio is the step's time per request.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from bonefrac.pipeline import latest_version, postprocessor, preprocessor
+from bonefrac.spec import spec_from_json
+from bonefrac.triton_models._steps import (
+    load_detector,
+    postprocess_request,
+    preprocess_request,
+    run_grouped,
+)
+from bonefrac.triton_models._support import error_response, model_parameters, required_parameter
+
+STEPS = ("preprocess", "detector", "postprocess")
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.name = args["model_name"]
+        params = model_parameters(json.loads(args["model_config"]))
+        self.spec = spec_from_json(required_parameter(params, "spec", model=self.name))
+        detector_dir = Path(args["model_repository"]).parent / self.spec.detector
+        self.detector = load_detector(
+            str(latest_version(detector_dir) / self.spec.onnx_file), params
+        )
+        # ONNX Runtime's first run is slow: have it before the first request (the config's
+        # warm-up runs on the served input, an encoded image, which zeros are not).
+        warmup_dims = json.loads(params.get("warmup_dims", "[]"))
+        if warmup_dims:
+            self.detector.run(np.zeros((1, *warmup_dims), np.float32))
+        self.preprocess = preprocessor(self.spec)
+        self.postprocess = postprocessor(self.spec)
+        self.families = (
+            pb_utils.MetricFamily(
+                name="bonefrac_step_duration_us",
+                description="Time requests spent in each step of a one-model pipeline (us)",
+                kind=pb_utils.MetricFamily.COUNTER,
+            ),
+            pb_utils.MetricFamily(
+                name="bonefrac_step_requests",
+                description="Requests through each step of a one-model pipeline",
+                kind=pb_utils.MetricFamily.COUNTER,
+            ),
+        )
+        self.metrics = {
+            step: tuple(f.Metric(labels={"model": self.name, "step": step}) for f in self.families)
+            for step in STEPS
+        }
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        inputs = {}
+        start = time.perf_counter()
+        for i, request in enumerate(requests):
+            try:
+                inputs[i] = preprocess_request(pb_utils, request, self.preprocess)
+            except Exception as exc:  # one bad image fails its own request only
+                responses[i] = error_response(pb_utils, exc, model=self.spec.preprocess)
+        start = self._record("preprocess", start, len(requests))
+        raws = run_grouped(self.detector, {i: images for i, (images, _) in inputs.items()})
+        start = self._record("detector", start, len(raws))
+        for i, raw in raws.items():
+            if isinstance(raw, Exception):
+                responses[i] = error_response(pb_utils, raw, model=self.spec.detector)
+            else:
+                responses[i] = self._postprocess(requests[i], raw, inputs[i][1])
+        self._record("postprocess", start, len(raws))
+        return responses
+
+    def _postprocess(self, request, raw, transforms):
+        try:
+            outputs = postprocess_request(
+                pb_utils,
+                request,
+                raw=raw,
+                transforms=transforms,
+                spec=self.spec,
+                postprocess=self.postprocess,
+            )
+            return pb_utils.InferenceResponse(output_tensors=outputs)
+        except Exception as exc:
+            return error_response(pb_utils, exc, model=self.spec.postprocess)
+
+    def _record(self, step, start, requests):
+        """Count ``requests`` through ``step`` since ``start``; returns the time now."""
+        now = time.perf_counter()
+        if requests:
+            duration, count = self.metrics[step]
+            duration.increment((now - start) * 1e6 * requests)
+            count.increment(requests)
+        return now
+
+    def finalize(self):
+        self.metrics.clear()  # the metrics go before their families
+        self.families = ()
