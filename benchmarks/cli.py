@@ -105,6 +105,12 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     p = _cli.subcommand(subparsers, "bench", run_bench)
     _cli.add_server(p)
     _cli.add_model(p)
+    p.add_argument(
+        "--metrics-url",
+        metavar="URL[,URL]",
+        help="Triton's metrics endpoint of each --server, for the per-step breakdown of a "
+        "one-model pipeline (default: HOST:8002/metrics for a server on port 8001)",
+    )
     _cli.add_images(p)
     _add_bench_input(p)
     _add_bench_load(p)
@@ -254,7 +260,9 @@ def _targets(args: argparse.Namespace, plan: BenchPlan, fastapi_server, closers:
     from bonefrac.benchmarks import loadgen
 
     if plan.detector is None:
-        target, stats, close = loadgen.triton_target(args.server, args.model)
+        target, stats, close = loadgen.triton_target(
+            args.server, args.model, metrics_url=args.metrics_url
+        )
         targets = [("triton", target, stats)]
     else:
         shm = args.input == "shm"

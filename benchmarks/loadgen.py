@@ -231,16 +231,26 @@ def _breakdown(
 # --------------------------------------------------------------------------------------------
 
 
-def triton_target(url: str, model: str) -> tuple[Target, Callable[[], dict], Callable[[], Any]]:
-    """An asyncio gRPC target for a served ensemble (``url`` may list several servers,
-    ``a:8001,b:8001``: they are balanced), a statistics reader summing its composing models over
-    the servers, and a closer. Must be called inside the running event loop."""
+def triton_target(
+    url: str, model: str, *, metrics_url: str | None = None
+) -> tuple[Target, Callable[[], dict], Callable[[], Any]]:
+    """An asyncio gRPC target for a served model (``url`` may list several servers,
+    ``a:8001,b:8001``: they are balanced), a statistics reader summing the model and its step
+    models over the servers, and a closer. Must be called inside the running event loop.
+
+    A one-model pipeline (``cpu_layout="single"``) has no step models to read; its per-step
+    time comes from Triton's metrics port (``metrics_url``, a comma list in the servers' order;
+    default :func:`bonefrac.server.metrics_url_of` each server) as ``<model>_<step>`` entries
+    with the step's time per request as ``compute_infer``."""
     import tritonclient.grpc as grpcclient
 
     from bonefrac.client import NO_RETRY, connect_async, parse_servers
+    from bonefrac.server import metrics_url_of, step_times
 
     client = connect_async(url, model=model, timeout_s=120, retry=NO_RETRY)
-    raws = [grpcclient.InferenceServerClient(u) for u in parse_servers(url)]
+    servers = parse_servers(url)
+    raws = [grpcclient.InferenceServerClient(u) for u in servers]
+    metrics = metrics_url.split(",") if metrics_url else [metrics_url_of(u) for u in servers]
 
     async def target(payload: bytes) -> None:
         await client.detect(payload)
@@ -264,6 +274,10 @@ def triton_target(url: str, model: str) -> tuple[Target, Callable[[], dict], Cal
                         c0 + int(entry.get("count", 0)),
                         n0 + int(entry.get("ns", 0)),
                     )
+        for source in filter(None, metrics):
+            for step, (count, ns) in step_times(source, model).items():
+                c0, n0 = out.get(f"{model}_{step}.compute_infer", (0, 0))
+                out[f"{model}_{step}.compute_infer"] = (c0 + count, n0 + ns)
         return out
 
     return target, stats, client.close

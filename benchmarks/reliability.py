@@ -423,6 +423,15 @@ def stub_pid(server, model: str) -> int:
     raise RuntimeError(f"no stub process for {model} under tritonserver {server.pid}")
 
 
+def last_python_step(repository: Path, model: str = "yolo11") -> str:
+    """The Python-backend model that answers last for ``model``: its post-processing step in
+    the ensemble layout, the model itself in the one-model layout (``cpu_layout="single"``)."""
+    from bonefrac.pipeline import read_repository_model
+
+    spec = read_repository_model(repository, model).spec
+    return spec.name if spec.batching.cpu_layout == "single" else spec.postprocess
+
+
 def reload_model(url: str, model: str, *, timeout_s: float = 60.0) -> None:
     """Unload ``model`` and load it again (explicit model control). A plain load of an
     unchanged model is a no-op: a model whose Python stub died comes back only this way."""
@@ -437,14 +446,16 @@ def reload_model(url: str, model: str, *, timeout_s: float = 60.0) -> None:
 
 
 def measure_stub_kill(server, data: bytes, *, window_s: float = 10.0) -> dict[str, Any]:
-    """The Python stub of ``yolo11_postprocess`` SIGKILLed: requests for ``window_s``, then
+    """The Python stub of ``yolo11_postprocess`` (of ``yolo11`` in the one-model layout)
+    SIGKILLed: requests for ``window_s``, then
     the model unloaded and loaded again if it did not come back by itself."""
     from bonefrac.client import NO_RETRY, DetectionClient
 
-    progress("stub kill: SIGKILL to the yolo11_postprocess stub")
+    victim = last_python_step(server.model_repository)
+    progress(f"stub kill: SIGKILL to the {victim} stub")
     client = DetectionClient(server.grpc_url, retry=NO_RETRY, timeout_s=30)
     client.detect(data)
-    os.kill(stub_pid(server, "yolo11_postprocess"), signal.SIGKILL)
+    os.kill(stub_pid(server, victim), signal.SIGKILL)
     killed = time.monotonic()
     failures, message, self_recovered_s = 0, "", None
     while time.monotonic() - killed < window_s:
@@ -458,7 +469,7 @@ def measure_stub_kill(server, data: bytes, *, window_s: float = 10.0) -> dict[st
     reload_s = None
     if self_recovered_s is None:
         start = time.monotonic()
-        reload_model(server.grpc_url, "yolo11_postprocess")
+        reload_model(server.grpc_url, victim)
         client.detect(data)
         reload_s = round(time.monotonic() - start, 2)
     return {

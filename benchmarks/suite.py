@@ -86,8 +86,15 @@ _BATCH = {"max_batch_size": 8, "preferred_batch_sizes": (2, 4, 8), "max_queue_de
 _NO_BATCH = {"max_batch_size": 1, "preferred_batch_sizes": (), "max_queue_delay_us": 0}
 
 
-def _variant(instances: int, threads: int, spin: bool, **batching: Any) -> dict[str, Any]:
+#: The shipped batching: batches up to 4 (preferred 2 and 4), no queue delay.
+_BATCH4 = {"max_batch_size": 4, "preferred_batch_sizes": (2, 4), "max_queue_delay_us": 0}
+
+
+def _variant(
+    instances: int, threads: int, spin: bool, *, layout: str = "ensemble", **batching: Any
+) -> dict[str, Any]:
     return {
+        "cpu_layout": layout,
         "detector_instances": instances,
         "detector_threads": threads,
         "detector_spin": spin,
@@ -108,11 +115,20 @@ TUNING_VARIANTS: dict[str, dict[str, Any]] = {
         2, 2, False, max_batch_size=4, preferred_batch_sizes=(2, 4), max_queue_delay_us=0
     ),
     "2 detectors x 2 threads, no dynamic batching": _variant(2, 2, False, **_NO_BATCH),
+    "one model: 2 instances x 1 thread, batch <= 4, no delay": _variant(
+        2, 1, False, layout="single", **_BATCH4
+    ),
+    "one model: 1 instance x 2 threads, batch <= 4, no delay": _variant(
+        1, 2, False, layout="single", **_BATCH4
+    ),
+    "one model: 2 instances x 2 threads, batch <= 4, no delay": _variant(
+        2, 2, False, layout="single", **_BATCH4
+    ),
 }
 
 
 def shipped_variant(repository: Path, model: str = "yolo11") -> str | None:
-    """The label of the variant that the repository's ensemble is configured with."""
+    """The label of the variant that the repository's model is configured with."""
     from bonefrac.pipeline import read_repository_model
 
     batching = read_repository_model(repository, model).spec.batching
@@ -127,23 +143,22 @@ def shipped_variant(repository: Path, model: str = "yolo11") -> str | None:
 
 
 def tuning_repository(repository: Path, model: str, out: Path, **batching: Any) -> Path:
-    """A copy of one ensemble (and its steps) with its configs regenerated for other batching
-    and instance settings; the ONNX file is linked, not copied."""
+    """A copy of one model (and its step models) with its configs regenerated for other
+    batching, instance and layout settings (``batching``: :class:`~bonefrac.spec.BatchingSpec`
+    fields, e.g. ``cpu_layout``); the ONNX file is linked, not copied."""
     import dataclasses
     import os
 
-    from bonefrac.export.triton_config import model_configs, write_configs
-    from bonefrac.pipeline import latest_version, read_repository_model
+    from bonefrac.export.repository import write_repository
+    from bonefrac.pipeline import read_repository_model
 
-    spec = read_repository_model(repository, model).spec
+    found = read_repository_model(repository, model)
+    spec = found.spec
     spec = dataclasses.replace(spec, batching=dataclasses.replace(spec.batching, **batching))
-    for step in (spec.name, spec.preprocess, spec.detector, spec.postprocess):
-        version = latest_version(repository / step)
-        target = out / step / version.name
-        target.mkdir(parents=True, exist_ok=True)
-        for f in version.iterdir():
-            os.symlink(f.resolve(), target / f.name)
-    write_configs(model_configs(spec), out)
+    onnx = out / spec.detector / found.onnx_path.parent.name / spec.onnx_file
+    onnx.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(found.onnx_path.resolve(), onnx)
+    write_repository(spec, onnx, out, replace=True)
     return out
 
 

@@ -103,6 +103,46 @@ class TritonInstall:
         return install
 
 
+#: gRPC address -> metrics URL of the servers this process started (see :func:`metrics_url_of`).
+_STARTED: dict[str, str] = {}
+
+
+def metrics_url_of(grpc_url: str) -> str | None:
+    """The Prometheus metrics URL of the Triton server at ``grpc_url`` (``HOST:PORT``): that of a
+    :class:`TritonServer` this process started there, else port 8002 for Triton's default gRPC
+    port 8001; None when it cannot be known (give it then, e.g. ``bonefrac bench
+    --metrics-url``)."""
+    if grpc_url in _STARTED:
+        return _STARTED[grpc_url]
+    host, _, port = grpc_url.rpartition(":")
+    return f"http://{host}:8002/metrics" if port == "8001" else None
+
+
+_STEP_METRIC = re.compile(r"^bonefrac_step_(duration_us|requests)\{([^}]*)\}\s+(\S+)", re.M)
+
+
+def step_times(metrics_url: str, model: str) -> dict[str, tuple[int, int]]:
+    """Cumulative per-step time of a one-model pipeline (``cpu_layout="single"``), from the
+    counters it exposes on Triton's metrics port (``bonefrac_step_duration_us`` and
+    ``bonefrac_step_requests``, labelled ``model`` and ``step``): step (``preprocess``,
+    ``detector``, ``postprocess``) -> ``(requests, nanoseconds)``. Empty when the metrics
+    cannot be read or ``model`` has none (an ensemble's steps have Triton's statistics)."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as answer:
+            text = answer.read().decode()
+    except (OSError, ValueError):
+        return {}
+    found: dict[str, dict[str, float]] = {}
+    for kind, labels, value in _STEP_METRIC.findall(text):
+        named = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if named.get("model") == model:
+            found.setdefault(named.get("step", ""), {})[kind] = float(value)
+    return {
+        step: (int(v.get("requests", 0)), int(v.get("duration_us", 0) * 1000))
+        for step, v in found.items()
+    }
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -328,6 +368,7 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
+        _STARTED[self.grpc_url] = self.metrics_url
         return self
 
     def is_ready(self) -> bool:

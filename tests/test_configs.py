@@ -3,12 +3,14 @@ committed repository is what its spec generates, and every ensemble is wired con
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from bonefrac.export.repository import engine_script, entry_point, entry_points
-from bonefrac.export.triton_config import PROFILES, model_configs, to_pbtxt
+from bonefrac.export.triton_config import PROFILES, model_configs, single_model, to_pbtxt
 from bonefrac.pipeline import read_repository_model
 from bonefrac.runtime import file_sha256
 from bonefrac.spec import BatchingSpec, FrcnnSpec, Yolo11Spec, spec_from_json
@@ -30,7 +32,11 @@ def test_every_profile_parses_with_triton_schema_and_is_wired(spec, profile):
     configs = model_configs(spec, profile=profile)
     for config in configs.values():
         assert _parse(to_pbtxt(config)) == config
-    _wiring(configs, spec.name)
+    if single_model(spec, profile):
+        assert configs[spec.name].backend == "python"
+        _wiring(model_configs(_layout(spec, "ensemble"), profile=profile), spec.name)
+    else:
+        _wiring(configs, spec.name)
     det = configs[spec.detector]
     if profile == "cpu":
         assert det.backend == "python"
@@ -45,6 +51,41 @@ def test_every_profile_parses_with_triton_schema_and_is_wired(spec, profile):
     for name in (spec.preprocess, spec.postprocess):
         assert configs[name].backend == "python"
     assert spec_from_json(configs[spec.name].parameters["spec"].string_value) == spec
+
+
+def _layout(spec, layout: str):
+    return dataclasses.replace(spec, batching=dataclasses.replace(spec.batching, cpu_layout=layout))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_single_layout_serves_the_ensembles_interface(spec):
+    """On the cpu profile the one model takes and returns what the ensemble does, carries the
+    parameters clients read, and batches like the detector; the step models are the same in
+    both layouts; GPU profiles keep the ensemble whatever the layout."""
+    single = model_configs(_layout(spec, "single"))
+    ensemble = model_configs(_layout(spec, "ensemble"))
+    fused, ens, det = single[spec.name], ensemble[spec.name], single[spec.detector]
+    assert ens.platform == "ensemble" and fused.backend == "python" and not fused.platform
+    assert list(fused.input) == list(ens.input) and list(fused.output) == list(ens.output)
+    assert fused.max_batch_size == ens.max_batch_size
+    for key in ("pipeline", "class_names", "model_sha256", "profile"):
+        assert fused.parameters[key] == ens.parameters[key]
+    assert spec_from_json(fused.parameters["spec"].string_value).batching.cpu_layout == "single"
+    assert fused.dynamic_batching == det.dynamic_batching
+    assert fused.instance_group[0].count == spec.batching.detector_instances
+    assert fused.parameters["intra_op_threads"] == det.parameters["intra_op_threads"]
+    assert set(single) == set(ensemble)
+    for name in (spec.preprocess, spec.postprocess):
+        assert single[name].input == ensemble[name].input
+    assert entry_points(_layout(spec, "single"))[spec.name] == "fused"
+    assert spec.name not in entry_points(_layout(spec, "ensemble"))
+    for profile in ("gpu-onnx", "gpu-trt"):
+        assert model_configs(_layout(spec, "single"), profile=profile)[spec.name].platform == (
+            "ensemble"
+        )
+        assert spec.name not in entry_points(_layout(spec, "single"), profile=profile)
+    with pytest.raises(ValueError, match="unknown cpu_layout"):
+        BatchingSpec(cpu_layout="fused")
 
 
 def test_committed_repository_is_what_its_spec_generates(repository):

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from bonefrac.benchmarks.reliability import reload_model, self_signed_certificate, stub_pid
+from bonefrac.benchmarks.reliability import (
+    last_python_step,
+    reload_model,
+    self_signed_certificate,
+    stub_pid,
+)
 from bonefrac.client import (
     NO_RETRY,
     DetectionClient,
@@ -103,7 +108,8 @@ def test_killed_python_stub(repository, tmp_path, valid_images):
     with server:
         client = DetectionClient(server.grpc_url, retry=NO_RETRY, timeout_s=30)
         client.detect(data)
-        os.kill(stub_pid(server, "yolo11_postprocess"), signal.SIGKILL)
+        victim = last_python_step(repo)  # yolo11_postprocess, or yolo11 in one model
+        os.kill(stub_pid(server, victim), signal.SIGKILL)
         killed = time.monotonic()
         failures, recovered_s, message = 0, None, ""
         while time.monotonic() - killed < 10:
@@ -118,7 +124,7 @@ def test_killed_python_stub(repository, tmp_path, valid_images):
         if recovered_s is None:
             assert "not healthy" in message or "unavailable" in message.lower(), message
             start = time.monotonic()
-            reload_model(server.grpc_url, "yolo11_postprocess")  # a plain load is a no-op
+            reload_model(server.grpc_url, victim)  # a plain load is a no-op
             client.detect(data)
             recovered_s = time.monotonic() - killed
             print(

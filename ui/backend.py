@@ -105,11 +105,14 @@ class Backend:
     def phase_times_ns(self, model: str) -> dict[str, tuple[int, int]]:
         """Cumulative ``(count, nanoseconds)`` of each phase of each composing model of an
         ensemble, keyed ``"<step>.<phase>"`` (e.g. ``"detector.compute_infer"``), from the first
-        server that answers.
+        server that answers; for a one-model pipeline, each step's time as ``compute_infer``
+        from the server's metrics port (:func:`bonefrac.server.step_times`).
 
         Raises:
             ClientError: no server answered.
         """
+        from bonefrac.server import metrics_url_of, step_times
+
         last: ClientError | None = None
         for client in self._servers:
             try:
@@ -132,6 +135,10 @@ class Backend:
                     int(counted.get("count", 0)),
                     int(counted.get("ns", 0)),
                 )
+        # A one-model pipeline's steps: on the metrics port of the server that answered.
+        metrics = metrics_url_of(self.urls[self._servers.index(client)])
+        for step, times in (step_times(metrics, model) if metrics else {}).items():
+            out[f"{step}.compute_infer"] = times
         return out
 
     def detect(

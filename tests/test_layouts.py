@@ -1,0 +1,134 @@
+"""The two layouts of the cpu profile against real tritonservers: the one-model layout answers
+like the ensemble and like the in-process reference, a bad request in one of its dynamic batches
+fails alone with the ensemble's message, and its per-step times appear on the metrics port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from bonefrac.benchmarks.suite import tuning_repository
+from bonefrac.client import AsyncDetectionClient, DetectionClient, InvalidInputError
+from bonefrac.server import TritonServer, step_times
+
+pytestmark = pytest.mark.server
+
+CONF = 0.001  # the bundled models are weak: a low threshold gives many boxes to compare
+
+
+@pytest.fixture(scope="module")
+def servers(repository, tmp_path_factory):
+    """One server per layout, each serving yolo11 alone, built from the committed repository."""
+    started = {}
+    try:
+        for layout in ("ensemble", "single"):
+            out = tmp_path_factory.mktemp(layout)
+            repo = tuning_repository(repository, "yolo11", out / "repo", cpu_layout=layout)
+            server = TritonServer.ephemeral(
+                repo,
+                model_control="explicit",
+                load_models=["yolo11"],
+                startup_timeout_s=180,
+                log_path=out / "tritonserver.log",
+            )
+            started[layout] = server.start()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+def test_the_layouts_are_what_they_say(servers):
+    import tritonclient.grpc as grpcclient
+
+    for layout, server in servers.items():
+        raw = grpcclient.InferenceServerClient(server.grpc_url)
+        config = raw.get_model_config("yolo11", as_json=True)["config"]
+        kind = config.get("platform") or config.get("backend")
+        assert kind == {"ensemble": "ensemble", "single": "python"}[layout]
+        assert raw.is_model_ready("yolo11_preprocess") == (layout == "ensemble")
+
+
+def test_single_model_answers_like_the_ensemble_and_the_reference(servers, reference, valid_images):
+    clients = {
+        k: DetectionClient(s.grpc_url, model="yolo11", timeout_s=60) for k, s in servers.items()
+    }
+    for path in valid_images:
+        data = path.read_bytes()
+        expected = reference.detect(data, conf_threshold=CONF)
+        for client in clients.values():
+            served = client.detect(data, conf_threshold=CONF)
+            assert served.image_size == expected.image_size
+            assert len(served) == len(expected) > 0
+            np.testing.assert_allclose(served.xyxy, expected.xyxy, atol=0.01, rtol=0)
+            np.testing.assert_allclose(served.scores, expected.scores, atol=1e-4, rtol=0)
+            assert served.class_names == expected.class_names
+    # the parameters clients read are the same in both layouts (the spec names the layout)
+    params = {k: c.model_parameters() for k, c in clients.items()}
+    for client in clients.values():
+        client.close()
+    for key in ("pipeline", "class_names", "model_sha256", "profile"):
+        assert params["single"][key] == params["ensemble"][key] != "", key
+    specs = {k: json.loads(p["spec"]) for k, p in params.items()}
+    assert specs["single"]["batching"].pop("cpu_layout") == "single"
+    assert specs["ensemble"]["batching"].pop("cpu_layout") == "ensemble"
+    assert specs["single"] == specs["ensemble"]
+
+
+async def _mixed_batch(url: str, good: list[bytes]) -> list:
+    """Good images, corrupt ones and bad thresholds sent at once, so they share dynamic
+    batches; each result or exception in the order sent."""
+    async with AsyncDetectionClient(url, timeout_s=60) as client:
+
+        async def one(data: bytes, conf: float):
+            try:
+                return await client.detect(data, conf_threshold=conf)
+            except Exception as exc:
+                return exc
+
+        items = []
+        for data in good:
+            items += [(data, CONF), (b"not an image at all", CONF), (data, 7.0)]
+        return await asyncio.gather(*(one(d, c) for d, c in items))
+
+
+def test_bad_requests_in_a_dynamic_batch_fail_alone_with_the_ensembles_messages(
+    servers, reference, valid_images
+):
+    good = [p.read_bytes() for p in valid_images[:6]]
+    messages = {}
+    for layout, server in servers.items():
+        results = asyncio.run(_mixed_batch(server.grpc_url, good))
+        for i, data in enumerate(good):
+            found, corrupt, threshold = results[3 * i : 3 * i + 3]
+            expected = reference.detect(data, conf_threshold=CONF)
+            assert len(found) == len(expected) > 0
+            np.testing.assert_allclose(found.xyxy, expected.xyxy, atol=0.01, rtol=0)
+            assert isinstance(corrupt, InvalidInputError), corrupt
+            assert "yolo11_preprocess" in str(corrupt) and "not a recognised image" in str(corrupt)
+            assert isinstance(threshold, InvalidInputError), threshold
+            assert "conf_threshold" in str(threshold)
+        messages[layout] = (str(results[1]), str(results[2]))
+        assert server.is_ready()
+    assert messages["single"] == messages["ensemble"]
+
+
+def test_per_step_metrics_appear_and_grow(servers, valid_images):
+    server = servers["single"]
+    before = step_times(server.metrics_url, "yolo11")
+    with DetectionClient(server.grpc_url, model="yolo11", timeout_s=60) as client:
+        for path in valid_images[:4]:
+            client.detect(path.read_bytes())
+    after = step_times(server.metrics_url, "yolo11")
+    steps = ["preprocess", "detector", "postprocess"]
+    assert set(after) == set(steps)
+    for key in steps:
+        count, ns = after[key]
+        count0, ns0 = before.get(key, (0, 0))
+        assert count - count0 == 4, key
+        assert ns > ns0, key
+    # the ensemble has its step models' statistics instead, and no such metrics
+    assert step_times(servers["ensemble"].metrics_url, "yolo11") == {}
