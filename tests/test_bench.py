@@ -20,6 +20,8 @@ def _bench(triton, data_dir, out, *extra: str) -> list[dict]:
             "bench",
             "--server",
             triton.grpc_url,
+            "--metrics-url",  # a one-model pipeline's per-step times are on the metrics port
+            triton.metrics_url,
             "--model",
             "yolo11",
             "--images",

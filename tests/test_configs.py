@@ -153,7 +153,7 @@ def _wiring(configs: dict[str, mc.ModelConfig], ensemble: str):
 
 
 def test_detector_rows_follow_class_count():
-    spec = Yolo11Spec(class_names=("a", "b"), name="tiny")
+    spec = _layout(Yolo11Spec(class_names=("a", "b"), name="tiny"), "ensemble")
     configs = model_configs(spec)
     assert list(configs["tiny_detector"].output[0].dims) == [6, -1]
     _wiring(configs, "tiny")
