@@ -608,8 +608,11 @@ TESTS_ONLY = (
 
 
 def _reason(message: str) -> str:
-    """An ensemble's error without the ``in ensemble 'm', m_step: `` prefix Triton adds."""
-    return re.sub(r"^in ensemble '[^']+', \w+: ", "", message)
+    """An error without the ``in ensemble 'm', m_step: `` prefix of an ensemble's step (the
+    one-model layout names the step the same way: ``m_step: ``)."""
+    return re.sub(
+        r"^(?:in ensemble '[^']+', )?\w+_(?:preprocess|detector|postprocess): ", "", message
+    )
 
 
 def _cell(text: str, limit: int = 90) -> str:

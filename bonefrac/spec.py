@@ -79,7 +79,9 @@ class BatchingSpec:
           extra process hops per request. ``"single"``: one Python-backend model does all three
           (``detector_instances`` instances of ``detector_threads`` ONNX Runtime threads, the
           detector's dynamic batching), per-step times on Triton's metrics port; the step
-          models stay in the repository for direct calls.
+          models stay in the repository for direct calls. ``"single"`` is the default: side by
+          side in one run (YOLO11 320 px, 2 busy cores, 2026-11-30) it served more requests/s
+          with a lower p99 at concurrency 4 and 8, and a lone request no slower.
     """
 
     max_batch_size: int = 4

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bonefrac.benchmarks.suite import tuning_repository
-from bonefrac.client import AsyncDetectionClient, DetectionClient, InvalidInputError
+from bonefrac.client import DetectionClient
 from bonefrac.server import TritonServer, step_times
 
 pytestmark = pytest.mark.server
@@ -80,25 +80,40 @@ def test_single_model_answers_like_the_ensemble_and_the_reference(servers, refer
 
 
 async def _mixed_batch(url: str, good: list[bytes]) -> list:
-    """Good images, corrupt ones and bad thresholds sent at once, so they share dynamic
-    batches; each result or exception in the order sent."""
-    async with AsyncDetectionClient(url, timeout_s=60) as client:
+    """Good images, corrupt ones and bad thresholds sent at once with plain tritonclient (the
+    bonefrac client refuses a bad threshold itself), so they share dynamic batches; each
+    ``(num_detections, boxes)`` or exception in the order sent."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.grpc.aio as grpcaio
+    from tritonclient.utils import InferenceServerException
 
-        async def one(data: bytes, conf: float):
-            try:
-                return await client.detect(data, conf_threshold=conf)
-            except Exception as exc:
-                return exc
+    client = grpcaio.InferenceServerClient(url)
 
-        items = []
-        for data in good:
-            items += [(data, CONF), (b"not an image at all", CONF), (data, 7.0)]
+    async def one(data: bytes, conf: float):
+        image = grpcclient.InferInput("image", [1, 1], "BYTES")
+        image.set_data_from_numpy(np.array([[data]], dtype=object))
+        threshold = grpcclient.InferInput("conf_threshold", [1, 1], "FP32")
+        threshold.set_data_from_numpy(np.array([[conf]], np.float32))
+        try:
+            result = await client.infer("yolo11", [image, threshold])
+        except InferenceServerException as exc:
+            return exc
+        return int(result.as_numpy("num_detections")[0, 0]), result.as_numpy("boxes")[0]
+
+    items = []
+    for data in good:
+        items += [(data, CONF), (b"not an image at all", CONF), (data, 7.0)]
+    try:
         return await asyncio.gather(*(one(d, c) for d, c in items))
+    finally:
+        await client.close()
 
 
 def test_bad_requests_in_a_dynamic_batch_fail_alone_with_the_ensembles_messages(
     servers, reference, valid_images
 ):
+    from tritonclient.utils import InferenceServerException
+
     good = [p.read_bytes() for p in valid_images[:6]]
     messages = {}
     for layout, server in servers.items():
@@ -106,14 +121,16 @@ def test_bad_requests_in_a_dynamic_batch_fail_alone_with_the_ensembles_messages(
         for i, data in enumerate(good):
             found, corrupt, threshold = results[3 * i : 3 * i + 3]
             expected = reference.detect(data, conf_threshold=CONF)
-            assert len(found) == len(expected) > 0
-            np.testing.assert_allclose(found.xyxy, expected.xyxy, atol=0.01, rtol=0)
-            assert isinstance(corrupt, InvalidInputError), corrupt
-            assert "yolo11_preprocess" in str(corrupt) and "not a recognised image" in str(corrupt)
-            assert isinstance(threshold, InvalidInputError), threshold
-            assert "conf_threshold" in str(threshold)
-        # Triton prefixes an ensemble's errors with "in ensemble 'yolo11', <step>: "
-        messages[layout] = [re.sub(r"in ensemble '\w+', \w+: ", "", str(r)) for r in results[1:3]]
+            assert not isinstance(found, Exception), found
+            assert found[0] == len(expected) > 0
+            np.testing.assert_allclose(found[1][: found[0]], expected.xyxy, atol=0.01, rtol=0)
+            for refused, needle in ((corrupt, "not a recognised image"), (threshold, "conf_thr")):
+                assert isinstance(refused, InferenceServerException), refused
+                assert "INVALID_ARGUMENT" in str(refused.status()), refused
+                assert needle in refused.message(), refused
+            assert "yolo11_preprocess" in corrupt.message()
+        # Triton prefixes an ensemble's errors with "in ensemble 'yolo11', "
+        messages[layout] = [re.sub(r"^in ensemble '\w+', ", "", r.message()) for r in results[1:3]]
         assert server.is_ready()
     assert messages["single"] == messages["ensemble"]
 

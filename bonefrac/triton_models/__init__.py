@@ -9,4 +9,8 @@ Python backend stub: import them there, not elsewhere.
   image for Faster R-CNN, as the model's spec says).
 * ``onnx_detector``: ONNX Runtime inside the Python backend (the CPU profile's detector).
 * ``postprocess``: raw output -> boxes in original pixels, scores, class ids and names.
+* ``fused``: the three steps in one model (the ``cpu`` profile's one-model layout, spec
+  ``batching.cpu_layout="single"``), with per-step times as custom metrics.
+
+The per-request work of each step is written once, in ``_steps``, and called by both layouts.
 """
