@@ -393,15 +393,10 @@ def export_frcnn(
     Raises:
         ExportError: bad arguments, missing extras, or parity above tolerance.
     """
-    spec = FrcnnSpec(  # bad arguments are refused before the extras are looked for
-        class_names=tuple(class_names),
-        name=name,
-        arch=arch,
-        min_size=min_size,
-        max_size=max_size,
-        rpn_pre_nms_top_n=rpn_pre_nms_top_n,
-        rpn_post_nms_top_n=rpn_post_nms_top_n,
-    )
+    geometry = {"arch": arch, "min_size": min_size, "max_size": max_size}
+    proposals = {"rpn_pre_nms_top_n": rpn_pre_nms_top_n, "rpn_post_nms_top_n": rpn_post_nms_top_n}
+    # bad arguments are refused before the extras are looked for
+    spec = FrcnnSpec(class_names=tuple(class_names), name=name, **geometry, **proposals)
     require_export_extras()
     model = build_frcnn(spec, weights=weights, seed=seed, norm=norm)
     inputs = _parity_inputs(parity_images, spec, seed)
