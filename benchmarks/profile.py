@@ -317,7 +317,9 @@ def render(record: dict[str, Any]) -> str:
         [
             BEGIN,
             f"Measured {record['date']} on {machine['cores']} cores ({machine['cpu']}), "
-            f"onnxruntime {record['versions']['onnxruntime']}: {settings}. Written by "
+            f"onnxruntime {record['versions']['onnxruntime']}, load average "
+            f"{record['load_average_before'][0]} before the run (other jobs shared the cores: "
+            f"compare variants, which ran interleaved, not absolute times): {settings}. Written by "
             "`python -m bonefrac.benchmarks.profile` from `benchmarks/results/frcnn_profile.json`.",
             "",
             head,
@@ -384,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             _parser().error(str(exc))
         step = max(1, len(found) // max(1, args.count))
         images = found[::step][: args.count]
+        load = [round(x, 2) for x in os.getloadavg()]
         profile(variants, images, warmup=args.warmup)
         record = {
             "command": "python -m bonefrac.benchmarks.profile "
@@ -392,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": _machine(),
             "versions": _versions(),
             "settings": {"images": len(images), "warmup": args.warmup, "spin": False},
+            "load_average_before": load,
             "variants": {v.name: summarise(v) for v in variants},
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
