@@ -20,6 +20,44 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+#: ONNX Runtime's graph optimisation levels by name.
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def session_options(*, threads: int = 0, spin: bool = True, opt_level: str = "all"):
+    """The ONNX Runtime session options every bonefrac session uses (the detector, the profiler).
+
+    Args:
+        threads: intra-op threads; 0 lets ONNX Runtime choose (one per core).
+        spin: let idle intra-op threads spin-wait for work.
+        opt_level: one of :data:`OPT_LEVELS` (``all``: with the CPU's NCHWc layouts).
+
+    Raises:
+        ValueError: an unknown optimisation level.
+    """
+    import onnxruntime as ort
+
+    levels = dict(
+        zip(
+            OPT_LEVELS,
+            (
+                ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            ),
+        )
+    )
+    if opt_level not in levels:
+        raise ValueError(f"opt_level must be one of {', '.join(OPT_LEVELS)}, got {opt_level!r}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    options.graph_optimization_level = levels[opt_level]
+    return options
+
+
 class OnnxDetector:
     """An ONNX detector run by ONNX Runtime on the CPU.
 
@@ -43,11 +81,7 @@ class OnnxDetector:
             raise ModelRepositoryError(
                 f"ONNX file {path} does not exist: run 'bonefrac export' to build it"
             )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options = session_options(threads=threads, spin=spin)
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=options, providers=["CPUExecutionProvider"]

@@ -218,6 +218,16 @@ class FrcnnSpec(DetectorSpec):
         max_size: the graph's cap on the longer side, pixels.
         max_input_side: images are shrunk to this longer side before the graph (saves copying
             pixels the graph would discard).
+        rpn_pre_nms_top_n: region proposals kept per feature level before the RPN's NMS, at
+            serve time (torchvision's default: 1000).
+        rpn_post_nms_top_n: region proposals kept after the RPN's NMS, at serve time: every one
+            is pooled and run through the box head, most of the graph's time past the backbone.
+            torchvision's default is 1000; 100 cut the RoI heads' time about 5x with valid AP50
+            0.0101 vs 0.0073 (``benchmarks/README.md``, "Faster R-CNN: where the time goes").
+            Graphs exported before this field existed used 1000.
+        score_floor: the graph drops detections scoring below this (torchvision's
+            ``box_score_thresh``); the served threshold is applied after the graph, and the
+            evaluator needs the low-scoring tail. At most ``max_det`` detections per image.
     """
 
     family: ClassVar[str] = "frcnn"
@@ -228,6 +238,9 @@ class FrcnnSpec(DetectorSpec):
     min_size: int = 512
     max_size: int = 640
     max_input_side: int = 1333
+    rpn_pre_nms_top_n: int = 1000
+    rpn_post_nms_top_n: int = 100
+    score_floor: float = 0.001
     batching: BatchingSpec = field(default_factory=_frcnn_batching)
 
     def __post_init__(self) -> None:
@@ -236,6 +249,10 @@ class FrcnnSpec(DetectorSpec):
             raise ValueError(f"unknown arch {self.arch!r}; choose one of {', '.join(FRCNN_ARCHS)}")
         if not 32 <= self.min_size <= self.max_size <= self.max_input_side:
             raise ValueError("need 32 <= min_size <= max_size <= max_input_side")
+        if not 1 <= self.rpn_post_nms_top_n <= self.rpn_pre_nms_top_n:
+            raise ValueError("need 1 <= rpn_post_nms_top_n <= rpn_pre_nms_top_n")
+        if not conf_threshold_ok(self.score_floor):
+            raise ValueError(f"score_floor must be in [0, 1], got {self.score_floor}")
         if self.batching.max_batch_size != 1:
             raise ValueError("the Faster R-CNN graph takes one image per call: max_batch_size 1")
 

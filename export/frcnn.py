@@ -29,8 +29,9 @@ from bonefrac.spec import FrcnnSpec
 # torchvision drops detections scoring below 0.05 inside the graph by default. The served
 # threshold (the spec's ``conf_threshold``, set per request or by ``bonefrac export threshold``)
 # is applied after the graph, and the evaluator needs the low-scoring tail for FROC and AP, so
-# the graph keeps everything down to this floor (at most ``max_det`` = 100 per image).
-GRAPH_SCORE_FLOOR = 0.001
+# the graph keeps everything down to this floor (at most ``max_det`` = 100 per image): the
+# spec's ``score_floor``.
+GRAPH_SCORE_FLOOR = FrcnnSpec.score_floor
 
 
 #: Normalisation layers a Faster R-CNN can be built with: ``batch`` (torchvision's builders:
@@ -144,7 +145,10 @@ def build_frcnn(
         "num_classes": spec.num_classes + 1,
         "min_size": spec.min_size,
         "max_size": spec.max_size,
-        "box_score_thresh": GRAPH_SCORE_FLOOR,
+        "box_score_thresh": spec.score_floor,
+        "box_detections_per_img": spec.max_det,
+        "rpn_pre_nms_top_n_test": spec.rpn_pre_nms_top_n,
+        "rpn_post_nms_top_n_test": spec.rpn_post_nms_top_n,
     }
     builders = {
         "mobilenet_v3_fpn": detection.fasterrcnn_mobilenet_v3_large_fpn,
@@ -232,12 +236,43 @@ def _zero_safe_box_decoding():
         BoxCoder.decode = original
 
 
+def _gather_merge_levels(levels, unmerged_results):
+    """RoI features of every pyramid level put back into proposal order by one row gather.
+
+    torchvision's traced ``_onnx_merge_levels`` scatters each level's ``[k, 256, 7, 7]`` result
+    into a zeroed ``[n, 256, 7, 7]`` tensor, element by element (ONNX ``ScatterElements`` with an
+    expanded index): it was the slowest node of the served graph (about 40 % of its time at 1000
+    proposals, ``benchmarks/README.md``). Here the levels are concatenated and rows gathered with
+    the inverse of the concatenation order: the same tensor, exactly.
+    """
+    import torch
+
+    order = torch.cat([torch.where(levels == k)[0] for k in range(len(unmerged_results))])
+    positions = torch.cumsum(torch.ones_like(order), 0) - 1  # arange, traced with a dynamic size
+    inverse = torch.zeros_like(order).scatter(0, order, positions)
+    return torch.cat(unmerged_results)[inverse]
+
+
+@contextlib.contextmanager
+def _fast_roi_merge():
+    """While exporting, torchvision's multi-scale RoIAlign merges levels with
+    :func:`_gather_merge_levels` instead of its scatter."""
+    from torchvision.ops import poolers
+
+    original = poolers._onnx_merge_levels
+    poolers._onnx_merge_levels = _gather_merge_levels
+    try:
+        yield
+    finally:
+        poolers._onnx_merge_levels = original
+
+
 def _export_onnx(graph, example: np.ndarray, path: Path, *, opset: int) -> None:
     import warnings
 
     import torch
 
-    with warnings.catch_warnings(), _zero_safe_box_decoding():
+    with warnings.catch_warnings(), _zero_safe_box_decoding(), _fast_roi_merge():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected
         torch.onnx.export(
             graph,
@@ -332,6 +367,8 @@ def export_frcnn(
     profile: str = "cpu",
     replace: bool = False,
     norm: str | None = None,
+    rpn_pre_nms_top_n: int = FrcnnSpec.rpn_pre_nms_top_n,
+    rpn_post_nms_top_n: int = FrcnnSpec.rpn_post_nms_top_n,
 ) -> ExportResult:
     """Export Faster R-CNN to ONNX, check parity and write a Triton model repository.
 
@@ -351,13 +388,15 @@ def export_frcnn(
         out, profile, replace: as :func:`bonefrac.export.yolo11.export_yolo11`.
         norm: ``batch`` or ``group`` (:data:`FRCNN_NORMS`); None: the checkpoint's (its training
             config says; ``batch`` for random weights).
+        rpn_pre_nms_top_n, rpn_post_nms_top_n: serve-time proposal counts (:class:`FrcnnSpec`).
 
     Raises:
         ExportError: bad arguments, missing extras, or parity above tolerance.
     """
-    spec = FrcnnSpec(  # bad arguments are refused before the extras are looked for
-        class_names=tuple(class_names), name=name, arch=arch, min_size=min_size, max_size=max_size
-    )
+    geometry = {"arch": arch, "min_size": min_size, "max_size": max_size}
+    proposals = {"rpn_pre_nms_top_n": rpn_pre_nms_top_n, "rpn_post_nms_top_n": rpn_post_nms_top_n}
+    # bad arguments are refused before the extras are looked for
+    spec = FrcnnSpec(class_names=tuple(class_names), name=name, **geometry, **proposals)
     require_export_extras()
     model = build_frcnn(spec, weights=weights, seed=seed, norm=norm)
     inputs = _parity_inputs(parity_images, spec, seed)
@@ -384,3 +423,154 @@ def export_frcnn(
         return finish_export(
             spec, onnx_path, parity, note, out=out, profile=profile, replace=replace
         )
+
+
+# Graphs exported before the spec carried proposal counts used torchvision's test-time defaults.
+_TORCHVISION_PROPOSALS = {"rpn_pre_nms_top_n": 1000, "rpn_post_nms_top_n": 1000}
+
+
+def _onnx_arrays(graph) -> dict[str, np.ndarray]:
+    """Every weight of an ONNX graph by the name its users read it under: the initializers, and
+    the outputs of the Casts :func:`store_weights_fp16` put in front of FP16-stored ones."""
+    from onnx import numpy_helper
+
+    arrays = {i.name: numpy_helper.to_array(i).astype(np.float32) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Cast" and node.input[0] in arrays:
+            arrays[node.output[0]] = arrays[node.input[0]]
+    return arrays
+
+
+def _scope_levels(module_path: str) -> list[str]:
+    """The scope names torch.onnx gives a module's calls: ``backbone.body.0.0`` ->
+    ``backbone/body/body.0/body.0.0`` (a numbered child is named after its parent)."""
+    names: list[str] = []
+    for part in module_path.split("."):
+        names.append(f"{names[-1]}.{part}" if part.isdigit() and names else part)
+    return names
+
+
+def _folded_convs(graph, model) -> list[tuple[str, str, str]]:
+    """``(conv module path, weight name, bias name)`` of every Conv whose BatchNorm the exporter
+    folded in (its weights are unnamed constants); the conv is found from the node's scope."""
+    import re
+
+    import torch
+
+    convs = {
+        p: _scope_levels(p) for p, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)
+    }
+    found = []
+    for node in graph.node:
+        if node.op_type != "Conv" or node.input[1].startswith("inner."):
+            continue
+        scope = [re.sub(r"_\d+$", "", s) for s in node.name.split("/")[2:-1]]
+        paths = [p for p, levels in convs.items() if [s for s in levels if s in scope] == scope]
+        if len(paths) != 1 or len(node.input) < 3:
+            raise ExportError(f"cannot tell which convolution ONNX node {node.name} is")
+        found.append((paths[0], node.input[1], node.input[2]))
+    return found
+
+
+def state_dict_from_onnx(onnx_path: str | Path, spec: FrcnnSpec) -> dict:
+    """The weights of a BatchNorm Faster R-CNN read back from its exported ONNX graph.
+
+    The exporter folds each BatchNorm into the convolution before it, so those convolutions get
+    the folded weight and the BatchNorm becomes the identity plus the folded bias (mean 0,
+    variance ``1 - eps``, scale 1): the same function. Everything else is read by name.
+
+    Raises:
+        ExportError: a weight of the model that the graph does not hold, or a folded
+            convolution that cannot be placed.
+    """
+    import onnx
+    import torch
+
+    graph = onnx.load(str(onnx_path)).graph
+    arrays = _onnx_arrays(graph)
+    model = build_frcnn(spec, norm="batch")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    modules = dict(model.named_modules())
+    filled = set()
+    for conv, weight, bias in _folded_convs(graph, model):
+        prefix, index = conv.rsplit(".", 1)
+        norm_path = f"{prefix}.{int(index) + 1}"
+        if not isinstance(modules.get(norm_path), torch.nn.BatchNorm2d):
+            raise ExportError(f"convolution {conv} has no BatchNorm after it")
+        eps = modules[norm_path].eps
+        state[f"{conv}.weight"] = torch.from_numpy(arrays[weight])
+        values = {"weight": 1.0, "bias": arrays[bias], "running_mean": 0.0, "running_var": 1 - eps}
+        for key, value in values.items():
+            state[f"{norm_path}.{key}"] = torch.full_like(state[f"{norm_path}.{key}"], 0.0) + (
+                torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+            )
+        filled |= {f"{conv}.weight"} | {f"{norm_path}.{k}" for k in values}
+    for key in state:
+        if f"inner.{key}" in arrays:
+            state[key] = torch.from_numpy(arrays[f"inner.{key}"]).reshape(state[key].shape)
+            filled.add(key)
+    missing = sorted(k for k in state if k not in filled and not k.endswith("num_batches_tracked"))
+    if missing:
+        raise ExportError(f"{onnx_path} holds no weights for {', '.join(missing[:5])} ...")
+    return state
+
+
+def recover_checkpoint(
+    onnx_path: str | Path, out: str | Path, *, parity_images: Sequence[Path] = ()
+) -> ParityReport:
+    """Write the weights of an exported Faster R-CNN graph as a checkpoint ``bonefrac export
+    frcnn --weights`` takes, after checking that the rebuilt PyTorch model (with the graph's own
+    spec and proposal counts) gives the graph's detections.
+
+    Raises:
+        ExportError: unreadable graph, or parity above the export's tolerance.
+    """
+    import json
+
+    import onnx
+    import torch
+
+    from bonefrac.spec import spec_from_dict
+
+    meta = {
+        p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props
+    }
+    if "bonefrac_spec" not in meta:
+        raise ExportError(f"{onnx_path} is not a bonefrac export (no bonefrac_spec metadata)")
+    spec = spec_from_dict({**_TORCHVISION_PROPOSALS, **json.loads(meta["bonefrac_spec"])})
+    state = state_dict_from_onnx(onnx_path, spec)
+    model = build_frcnn(spec, norm="batch")
+    model.load_state_dict(state)
+    inputs = _parity_inputs(parity_images, spec, 0)
+    parity = check_parity(_wrapper(model), Path(onnx_path), inputs)
+    parity.check(box_tolerance_px=0.05, score_tolerance=1e-3)
+    torch.save(state, str(out))
+    return parity
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bonefrac.export.frcnn recover MODEL.onnx OUT.pth``: the weights of an exported
+    graph, checked against it, for re-exporting with other serve-time settings."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bonefrac.export.frcnn", description=main.__doc__
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("recover", help="write an exported graph's weights as a checkpoint")
+    rec.add_argument("onnx", help="an ONNX file written by 'bonefrac export frcnn'")
+    rec.add_argument("out", help="checkpoint to write (.pth)")
+    rec.add_argument("--parity-images", nargs="*", default=[], help="images for the check")
+    args = parser.parse_args(argv)
+    try:
+        parity = recover_checkpoint(
+            args.onnx, args.out, parity_images=[Path(p) for p in args.parity_images]
+        )
+    except ExportError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    print(f"{parity}\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
