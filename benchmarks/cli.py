@@ -28,6 +28,8 @@ BASELINES = {
     "in-process": "the same pipeline in this process, no server",
     "fastapi": "the pipeline behind a FastAPI server on loopback",
     "ultralytics": "Ultralytics eager PyTorch on --weights (needs the export extras)",
+    "ultralytics-triton": "Ultralytics' own Triton client, YOLO('grpc://SERVER/MODEL_detector'), "
+    "one client thread: pre- and post-processing in the client (needs the export extras)",
     "perf_analyzer": "Triton's own load tool, from the tritonclient 2.51.0 wheel",
 }
 #: What ``--input`` sends.
@@ -274,6 +276,17 @@ def _targets(args: argparse.Namespace, plan: BenchPlan, fastapi_server, closers:
     if "ultralytics" in plan.baselines:
         eager = loadgen.ultralytics_target(args.weights, imgsz=args.imgsz)
         targets.append(("ultralytics", eager, None))
+    if "ultralytics-triton" in plan.baselines:
+        from bonefrac.pipeline import read_repository_model
+
+        spec = read_repository_model(args.repository, args.model).spec
+        guide = loadgen.ultralytics_triton_target(
+            _cli.split_list(args.server)[0],
+            spec.detector,
+            conf=spec.conf_threshold,
+            iou=spec.iou_threshold,
+        )
+        targets.append(("ultralytics-triton", guide, None))
     return targets
 
 

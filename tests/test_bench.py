@@ -212,7 +212,7 @@ def test_bench_fastapi_and_ultralytics_baselines(triton, repository, data_dir, t
         "--concurrency",
         "2",
         "--baseline",
-        "fastapi,ultralytics",
+        "fastapi,ultralytics,ultralytics-triton",
         "--weights",
         str(weights),
         "--imgsz",
@@ -220,7 +220,7 @@ def test_bench_fastapi_and_ultralytics_baselines(triton, repository, data_dir, t
         "--repository",
         str(repository),
     )
-    assert [r["target"] for r in runs] == ["triton", "fastapi", "ultralytics"]
+    assert [r["target"] for r in runs] == ["triton", "fastapi", "ultralytics", "ultralytics-triton"]
     for r in runs:
         assert r["errors"] == 0 and r["requests"] > 0, r
 
