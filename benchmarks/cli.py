@@ -3,8 +3,8 @@
 - ``bonefrac soak`` starts tritonserver on free loopback ports, saturates one model for a
   while and reports errors, memory growth and shared-memory files left after shutdown.
 - ``bonefrac bench`` load-tests a running server over gRPC (a concurrency sweep or request
-  rates) beside optional baselines (in-process, FastAPI, Ultralytics, perf_analyzer) and writes
-  JSON, CSV, plots and a Markdown report.
+  rates) beside optional baselines (in-process, FastAPI, Ultralytics, Ultralytics' Triton
+  client, perf_analyzer) and writes JSON, CSV, plots and a Markdown report.
 
 Both check every option before they start anything. An unstable measurement (windows that
 never agreed, a perf_analyzer run without a stable pass) is a result, recorded as

@@ -7,7 +7,9 @@ statistics API, and the client's own CPU use (so a saturated client is visible).
 
 Targets are callables ``async (payload: bytes) -> None``; :func:`triton_target` calls a served
 ensemble over gRPC (asyncio), :func:`in_process_target` runs the same pipeline in this process
-(threads), the ceiling for serving on the machine.
+(sessions on threads), the ceiling for serving on the machine; :func:`ultralytics_target` and
+:func:`ultralytics_triton_target` are what an Ultralytics user would run instead (PyTorch in
+process, or Ultralytics' Triton client against the served detector).
 """
 
 from __future__ import annotations
@@ -348,13 +350,14 @@ def ultralytics_triton_target(
 
     run = _predictor(conf=conf, iou=iou)
     models = [YOLO(f"grpc://{url}/{detector}", task="detect") for _ in range(max(1, threads))]
-    blank = _blank_jpeg()
+    blank = blank_jpeg()
     for model in models:
         run(model, blank)
     return pooled_target(models, run)
 
 
-def _blank_jpeg(side: int = 256) -> bytes:
+def blank_jpeg(side: int = 256) -> bytes:
+    """A black JPEG: a first request that warms a target up before it is measured."""
     import cv2
 
     return cv2.imencode(".jpg", np.zeros((side, side, 3), np.uint8))[1].tobytes()

@@ -326,8 +326,9 @@ _TARGETS = (
     'layout of Ultralytics\' Triton guide, `YOLO("grpc://...")` against the served detector '
     "(decode, letterbox and NMS in the client), on one or several client threads; "
     "`ultralytics` `YOLO(weights).predict()` in PyTorch; `torchvision` torchvision's Faster "
-    "R-CNN in PyTorch with the served model's weights; `perf_analyzer` Triton's own load "
-    "generator on the same server, model and images."
+    "R-CNN in PyTorch with the served model's weights (taken back from its ONNX graph; a test "
+    "checks it gives ONNX Runtime's detections); `perf_analyzer` Triton's own load generator "
+    "on the same server, model and images."
 )
 
 
@@ -379,10 +380,13 @@ def _section(title: str, columns: list[str], rows: list[str], *after: str) -> li
 
 
 def _targets_section(runs: list[dict], ap: dict, ap_source: str | None) -> list[str]:
-    from bonefrac.benchmarks.targets import verdicts
+    from bonefrac.benchmarks.targets import FRCNN_BEFORE, verdicts
 
-    rows = [f"| {a} | {b} | {c} |" for a, b, c in verdicts(runs, ap)]
+    found = verdicts(runs, ap)
+    rows = [f"| {a} | {b} | {c} |" for a, b, c in found]
     after = [f"AP50 figures: {ap_source}."] if ap and ap_source else []
+    if any("2026-11-24" in label for label, _, _ in found):
+        after.append(f"Faster R-CNN of 2026-11-24: {FRCNN_BEFORE['source']}.")
     return _section("Targets", ["target", "measured", "verdict"], rows, *after)
 
 

@@ -221,10 +221,11 @@ def torchvision_target(
     """A load-generator target: the recovered model (``torch_model``, or recovered now) called
     as a user of torchvision would (decode, RGB float tensor in [0, 1], ``model([image])``) on
     ``threads`` threads sharing it, PyTorch's intra-op threads split between them (the cores
-    over ``threads``)."""
+    over ``threads``). It answers one image before it is returned (PyTorch's first call is
+    slow, not something to measure)."""
     import torch
 
-    from bonefrac.benchmarks.loadgen import pooled_target
+    from bonefrac.benchmarks.loadgen import blank_jpeg, pooled_target
     from bonefrac.processing import decode_image
 
     if torch_model is None:
@@ -237,4 +238,5 @@ def torchvision_target(
         with torch.inference_mode():
             net([image])
 
+    run(torch_model, blank_jpeg())
     return pooled_target([torch_model] * max(1, threads), run)

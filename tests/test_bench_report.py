@@ -143,3 +143,11 @@ def test_anchor_rules_compare_with_the_best_layout_and_name_it():
             "measured",
         ),
     }
+
+
+def test_a_step_without_answers_compares_with_nothing():
+    """A baseline step that completed no request in its windows (0/s) gives no ratio."""
+    from bonefrac.benchmarks.targets import verdicts
+
+    runs = [_row("triton", 1, 8.0, model="frcnn"), _row("torchvision", 1, 0.0, model="frcnn")]
+    assert not [v for v in verdicts(runs) if "torchvision" in v[0]]
