@@ -3,15 +3,17 @@ the served model's own weights.
 
 The training checkpoint is not kept; the served ONNX graph is. :func:`frcnn_from_onnx` builds
 the model with the project's builder (:func:`bonefrac.export.frcnn.build_frcnn`, from the spec
-stored beside the graph) and takes its weights back from the graph: the exporter folded every
-BatchNorm into the convolution before it (``W' = W * g / sqrt(v + eps)``, ``b' = beta - m * g /
-sqrt(v + eps)``), so the convolution gets ``W'`` and its BatchNorm becomes ``x + b'`` (weight 1,
-mean 0, variance ``1 - eps``); convolutions are matched in the order the model calls them, which
-is the graph's node order, and linear layers by shape. FP16-stored weights are widened back to
-FP32 exactly as the graph does. :func:`check_frcnn_parity` compares the result with ONNX Runtime
-on real images (the tests do, on valid X-rays).
+stored beside the graph) and takes its weights back from the graph. Weights the exporter kept
+under their names (``inner.<state_dict key>``, FP16-stored ones widened back to FP32 as the graph
+does) are loaded by name. The exporter folded each BatchNorm into the convolution before it
+(``W' = W * g / sqrt(v + eps)``, ``b' = beta - m * g / sqrt(v + eps)``) under a generated name:
+those convolutions are matched in the order the model calls them (the graph's node order), each
+gets ``W'`` and its BatchNorm becomes ``x + b'`` (weight 1, mean 0, variance ``1 - eps``). Every
+weight of the model must be accounted for, or the recovery is refused.
+:func:`check_frcnn_parity` compares the result with ONNX Runtime on real images (the tests do,
+on valid X-rays).
 
-Needs torch and torchvision (the export extras): never imported by the serving path.
+Needs torch, torchvision and onnx (the export extras): never imported by the serving path.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: Prefix of the parameter names in the exported graph (the exporter's wrapper holds the
+#: torchvision model as ``inner``).
+GRAPH_PREFIX = "inner."
 
 
 class WeightRecoveryError(RuntimeError):
@@ -42,52 +48,59 @@ def graph_constants(graph: Any) -> dict[str, np.ndarray]:
     return values
 
 
-def _graph_convs(graph: Any, values: dict) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """(weight, bias or None) of each distinct convolution, in node order (a convolution
-    applied to several feature maps, as the RPN head's, appears once)."""
+def folded_convolutions(graph: Any, values: dict) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(weight, bias or None) of each distinct convolution whose weight has no parameter name
+    (folded with its BatchNorm), in node order; a convolution applied to several feature maps
+    appears once."""
     seen, convs = set(), []
     for node in graph.node:
-        if node.op_type != "Conv" or node.input[1] in seen:
+        name = node.input[1] if node.op_type == "Conv" else None
+        if name is None or name in seen or name.startswith(GRAPH_PREFIX):
             continue
-        seen.add(node.input[1])
-        if node.input[1] not in values:
+        seen.add(name)
+        if name not in values:
             raise WeightRecoveryError(f"convolution {node.name}'s weight is not a constant")
         bias = values.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        convs.append((values[node.input[1]], bias))
+        convs.append((values[name], bias))
     return convs
 
 
-def _graph_linears(graph: Any, values: dict) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """(weight as ``[out, in]``, bias or None) of each ``Gemm`` / ``MatMul`` with a constant
-    weight (a ``MatMul``'s bias is the constant of the ``Add`` after it)."""
-    adds = {
-        n.input[0]: n.input[1] for n in graph.node if n.op_type == "Add" and n.input[1] in values
-    }
-    out = []
-    for node in graph.node:
-        if node.op_type not in ("Gemm", "MatMul") or node.input[1] not in values:
-            continue
-        weight = values[node.input[1]]
-        if node.op_type == "Gemm":
-            attrs = {a.name: a.i for a in node.attribute}
-            weight = weight if attrs.get("transB", 0) else weight.T
-            bias = values.get(node.input[2]) if len(node.input) > 2 else None
-        else:
-            weight, bias = weight.T, values.get(adds.get(node.output[0], ""))
-        out.append((weight, bias))
-    return out
-
-
-def _call_order(model: Any, kind: type, image_hw: tuple[int, int] = (480, 400)) -> list:
-    """The modules of ``kind`` in the order one forward pass first calls them."""
+def _set(tensor: Any, value: np.ndarray, what: str) -> None:
     import torch
 
-    order: list = []
-    hooks = [
-        m.register_forward_hook(lambda mod, *_: order.append(mod) if mod not in order else None)
-        for m in model.modules()
-        if isinstance(m, kind)
-    ]
+    if tuple(tensor.shape) != value.shape:
+        raise WeightRecoveryError(
+            f"{what}: the graph has shape {value.shape}, the model {tuple(tensor.shape)}"
+        )
+    with torch.no_grad():
+        tensor.copy_(torch.from_numpy(np.array(value, dtype=np.float32)))
+
+
+def load_named(model: Any, values: dict[str, np.ndarray]) -> set[str]:
+    """Load every graph constant named ``inner.<key>`` into ``model``'s ``key``; returns the
+    keys loaded."""
+    state = model.state_dict()
+    loaded = set()
+    for name, value in values.items():
+        key = name[len(GRAPH_PREFIX) :] if name.startswith(GRAPH_PREFIX) else None
+        if key in state:
+            _set(state[key], value, key)
+            loaded.add(key)
+    return loaded
+
+
+def _call_order(model: Any, image_hw: tuple[int, int] = (480, 400)) -> list[str]:
+    """The names of the model's convolutions in the order one forward pass first calls them."""
+    import torch
+
+    order: list[str] = []
+    names = {m: n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+
+    def seen(module: Any, *_: Any) -> None:
+        if names[module] not in order:
+            order.append(names[module])
+
+    hooks = [m.register_forward_hook(seen) for m in names]
     try:
         with torch.no_grad():
             model([torch.rand(3, *image_hw, generator=torch.Generator().manual_seed(0))])
@@ -97,74 +110,48 @@ def _call_order(model: Any, kind: type, image_hw: tuple[int, int] = (480, 400)) 
     return order
 
 
-def _norm_after(model: Any) -> dict[Any, Any]:
-    """Each convolution -> the BatchNorm right after it in the same block."""
+def _norm_after(model: Any) -> dict[str, str]:
+    """Each convolution's name -> the name of the BatchNorm right after it in its block."""
     import torch
 
     pairs = {}
-    for block in model.modules():
-        children = list(block.children())
-        for a, b in zip(children, children[1:]):
-            if isinstance(a, torch.nn.Conv2d) and isinstance(b, torch.nn.BatchNorm2d):
-                pairs[a] = b
+    for prefix, block in model.named_modules():
+        children = list(block.named_children())
+        for (a, conv), (b, norm) in zip(children, children[1:]):
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.BatchNorm2d):
+                dot = f"{prefix}." if prefix else ""
+                pairs[f"{dot}{a}"] = f"{dot}{b}"
     return pairs
 
 
-def _set(param: Any, value: np.ndarray, what: str) -> None:
-    import torch
-
-    if tuple(param.shape) != value.shape:
-        raise WeightRecoveryError(
-            f"{what}: the graph has shape {value.shape}, the model {tuple(param.shape)}"
-        )
-    with torch.no_grad():
-        param.copy_(torch.from_numpy(np.array(value, dtype=np.float32)))
-
-
-def load_convolutions(model: Any, convs: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> None:
-    """Put the graph's (folded) convolutions into ``model``'s, its BatchNorms made ``x + b``."""
-    import torch
-
-    order = _call_order(model, torch.nn.Conv2d)
+def load_folded(
+    model: Any, convs: Sequence[tuple[np.ndarray, np.ndarray | None]], loaded: set[str]
+) -> set[str]:
+    """Put the graph's folded convolutions into ``model``'s convolutions not ``loaded`` by name
+    (in call order), each BatchNorm after one made ``x + b'``; returns the keys set."""
+    state = model.state_dict()
+    order = [c for c in _call_order(model) if f"{c}.weight" not in loaded]
     if len(order) != len(convs):
         raise WeightRecoveryError(
-            f"the graph has {len(convs)} convolutions, the model calls {len(order)}"
+            f"the graph has {len(convs)} folded convolutions, the model {len(order)} unnamed"
         )
-    norms = _norm_after(model)
-    for i, (conv, (weight, bias)) in enumerate(zip(order, convs)):
-        _set(conv.weight, weight, f"convolution {i}")
+    norms, done = _norm_after(model), set()
+    for conv, (weight, bias) in zip(order, convs):
+        _set(state[f"{conv}.weight"], weight, f"{conv}.weight")
         bias = np.zeros(weight.shape[0], np.float32) if bias is None else bias
+        target = f"{norms[conv]}.bias" if conv in norms else f"{conv}.bias"
+        if target not in state:
+            raise WeightRecoveryError(f"{conv} has a bias in the graph, none in the model")
+        _set(state[target], bias, target)
+        done |= {f"{conv}.weight", target}
         if conv in norms:
             bn = norms[conv]
-            _set(bn.bias, bias, f"convolution {i}'s folded bias")
-            with torch.no_grad():
-                bn.weight.fill_(1.0)
-                bn.running_mean.zero_()
-                bn.running_var.fill_(1.0 - bn.eps)
-        elif conv.bias is not None:
-            _set(conv.bias, bias, f"convolution {i}'s bias")
-        elif np.any(bias):
-            raise WeightRecoveryError(f"convolution {i} has a bias in the graph, none in the model")
-
-
-def load_linears(model: Any, linears: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> None:
-    """Put the graph's matrix products into ``model``'s linear layers, matched by shape."""
-    import torch
-
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    shapes = [tuple(m.weight.shape) for m in layers]
-    if len(set(shapes)) != len(shapes) or len(linears) != len(layers):
-        raise WeightRecoveryError(
-            f"cannot match {len(linears)} graph matrices to linear layers of shapes {shapes}"
-        )
-    by_shape = {w.shape: (w, b) for w, b in linears}
-    for layer, shape in zip(layers, shapes):
-        if shape not in by_shape:
-            raise WeightRecoveryError(f"no graph matrix of shape {shape}")
-        weight, bias = by_shape[shape]
-        _set(layer.weight, weight, f"linear {shape}")
-        if bias is not None:
-            _set(layer.bias, bias, f"linear {shape}'s bias")
+            eps = model.get_submodule(bn).eps
+            state[f"{bn}.weight"].fill_(1.0)
+            state[f"{bn}.running_mean"].zero_()
+            state[f"{bn}.running_var"].fill_(1.0 - eps)
+            done |= {f"{bn}.weight", f"{bn}.running_mean", f"{bn}.running_var"}
+    return done
 
 
 def frcnn_from_onnx(repository: str | os.PathLike[str], model: str = "frcnn") -> Any:
@@ -172,8 +159,8 @@ def frcnn_from_onnx(repository: str | os.PathLike[str], model: str = "frcnn") ->
     ``model``'s ONNX graph in ``repository``.
 
     Raises:
-        WeightRecoveryError: the graph's weights do not fit the model its spec builds (a
-            GroupNorm model, whose norms the exporter does not fold, is refused here).
+        WeightRecoveryError: the graph's weights do not fit the model its spec builds, or some
+            weight of the model is not in the graph.
         ModelRepositoryError: the model or its ONNX file is missing.
     """
     import onnx
@@ -183,14 +170,18 @@ def frcnn_from_onnx(repository: str | os.PathLike[str], model: str = "frcnn") ->
 
     found = read_repository_model(repository, model)
     graph = onnx.load(str(found.onnx_path)).graph
-    if any(n.op_type in ("InstanceNormalization", "GroupNormalization") for n in graph.node):
-        raise WeightRecoveryError(
-            f"{found.onnx_path} normalises by groups: only BatchNorm models are recovered"
-        )
     values = graph_constants(graph)
-    torch_model = build_frcnn(found.spec, norm="batch")
-    load_convolutions(torch_model, _graph_convs(graph, values))
-    load_linears(torch_model, _graph_linears(graph, values))
+    norm = "group" if any(n.op_type == "InstanceNormalization" for n in graph.node) else "batch"
+    torch_model = build_frcnn(found.spec, norm=norm)
+    loaded = load_named(torch_model, values)
+    loaded |= load_folded(torch_model, folded_convolutions(graph, values), loaded)
+    missing = [
+        k for k in torch_model.state_dict() if k not in loaded and "num_batches_tracked" not in k
+    ]
+    if missing:
+        raise WeightRecoveryError(
+            f"{len(missing)} weights of the model are not in {found.onnx_path}: {missing[:5]}"
+        )
     return torch_model.eval()
 
 

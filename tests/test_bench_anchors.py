@@ -81,8 +81,8 @@ def test_torchvision_target_runs(repository, valid_images, recovered):
 
 
 def test_recovery_refuses_a_graph_that_does_not_fit(recovered):
-    """Weights of the wrong shape are refused with what did not fit."""
-    from bonefrac.benchmarks.torch_baseline import WeightRecoveryError, load_convolutions
+    """Folded convolutions that do not fit the model are refused with what did not fit."""
+    from bonefrac.benchmarks.torch_baseline import WeightRecoveryError, load_folded
 
-    with pytest.raises(WeightRecoveryError, match="convolutions"):
-        load_convolutions(recovered, [(np.zeros((1, 1, 1, 1), np.float32), None)])
+    with pytest.raises(WeightRecoveryError, match="1 folded convolutions"):
+        load_folded(recovered, [(np.zeros((1, 1, 1, 1), np.float32), None)], set())
