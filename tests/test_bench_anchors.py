@@ -31,14 +31,30 @@ def _step(target, valid_images, concurrency: int):
 
 
 @pytest.mark.server
-def test_ultralytics_guide_layout_runs_against_our_detector(triton, valid_images):
+def test_ultralytics_guide_layout_runs_against_our_detector(
+    triton, repository, valid_images, monkeypatch
+):
     """Several client threads, one YOLO('grpc://...') each, against the served detector: every
-    request answered (the FP32 letterboxed shapes it sends are accepted)."""
-    from bonefrac.benchmarks import loadgen
+    request answered, each one image of the spec's size in FP32 (the client pads a request up
+    to the metadata's batch with zero images: it must say 1)."""
+    from ultralytics.utils.triton import TritonRemoteModel
 
-    target = loadgen.ultralytics_triton_target(triton.grpc_url, "yolo11_detector", threads=2)
+    from bonefrac.benchmarks import loadgen
+    from bonefrac.pipeline import read_repository_model
+
+    sent = []
+    call = TritonRemoteModel.__call__
+
+    def recording(self, *inputs):
+        sent.append((tuple(inputs[0].shape), str(inputs[0].dtype)))
+        return call(self, *inputs)
+
+    spec = read_repository_model(repository, "yolo11").spec
+    monkeypatch.setattr(TritonRemoteModel, "__call__", recording)
+    target = loadgen.ultralytics_triton_target(triton.grpc_url, spec.detector, threads=2)
     step = _step(target, valid_images, 2)
     assert step.requests > 0 and step.errors == 0, step.error_samples
+    assert set(sent) == {((1, 3, spec.imgsz, spec.imgsz), "float32")}
 
 
 def test_in_process_sessions_on_threads(repository, valid_images):
