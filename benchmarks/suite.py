@@ -453,6 +453,14 @@ async def _on_one_server(bench: Bench, args: argparse.Namespace, fastapi_url: st
     return runs
 
 
+def _detectors(repo: Path, models: list[str]) -> list[str]:
+    """Each model's detector step, loaded by name: Ultralytics' Triton client and the tensor
+    steps call it, and a one-model layout does not load its step models with it."""
+    from bonefrac.pipeline import read_repository_model
+
+    return [read_repository_model(repo, m).spec.detector for m in models]
+
+
 def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every section; returns the record's facts: ``runs`` (every step), ``models``,
     ``ap50`` (FP32 and INT8 YOLO11 and Faster R-CNN on valid, with ``ap50_source``) and
@@ -468,7 +476,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         max_windows=args.max_windows,
         stability=args.stability_pct / 100.0,
     )
-    server = _started(repo, models)
+    server = _started(repo, models + _detectors(repo, models))
     try:
         bench = Bench(
             url=server.grpc_url,
