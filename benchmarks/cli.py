@@ -3,8 +3,8 @@
 - ``bonefrac soak`` starts tritonserver on free loopback ports, saturates one model for a
   while and reports errors, memory growth and shared-memory files left after shutdown.
 - ``bonefrac bench`` load-tests a running server over gRPC (a concurrency sweep or request
-  rates) beside optional baselines (in-process, FastAPI, Ultralytics, perf_analyzer) and writes
-  JSON, CSV, plots and a Markdown report.
+  rates) beside optional baselines (in-process, FastAPI, Ultralytics, Ultralytics' Triton
+  client, torchvision, perf_analyzer) and writes JSON, CSV, plots and a Markdown report.
 
 Both check every option before they start anything. An unstable measurement (windows that
 never agreed, a perf_analyzer run without a stable pass) is a result, recorded as
@@ -28,6 +28,10 @@ BASELINES = {
     "in-process": "the same pipeline in this process, no server",
     "fastapi": "the pipeline behind a FastAPI server on loopback",
     "ultralytics": "Ultralytics eager PyTorch on --weights (needs the export extras)",
+    "ultralytics-triton": "Ultralytics' own Triton client, YOLO('grpc://SERVER/MODEL_detector'), "
+    "one client thread: pre- and post-processing in the client (needs the export extras)",
+    "torchvision": "torchvision's Faster R-CNN in PyTorch with the served model's weights "
+    "(--model frcnn; needs the export extras)",
     "perf_analyzer": "Triton's own load tool, from the tritonclient 2.51.0 wheel",
 }
 #: What ``--input`` sends.
@@ -191,6 +195,15 @@ def plan_bench(args: argparse.Namespace) -> BenchPlan:
         raise _cli.UsageError("the ultralytics baseline needs --weights PATH.pt")
     if baselines and args.input != "encoded":
         raise _cli.UsageError("baselines take encoded images (drop --input)")
+    if "torchvision" in baselines:
+        from bonefrac.pipeline import read_repository_model
+        from bonefrac.spec import FrcnnSpec
+
+        if not isinstance(read_repository_model(args.repository, args.model).spec, FrcnnSpec):
+            raise _cli.UsageError(
+                f"the torchvision baseline runs Faster R-CNN models; {args.model} is not one "
+                "(use --model frcnn)"
+            )
     if "perf_analyzer" in baselines and args.rate:
         raise _cli.UsageError("the perf_analyzer baseline runs at --concurrency levels, not --rate")
     if args.rate:
@@ -282,6 +295,21 @@ def _targets(args: argparse.Namespace, plan: BenchPlan, fastapi_server, closers:
     if "ultralytics" in plan.baselines:
         eager = loadgen.ultralytics_target(args.weights, imgsz=args.imgsz)
         targets.append(("ultralytics", eager, None))
+    if "ultralytics-triton" in plan.baselines:
+        from bonefrac.pipeline import read_repository_model
+
+        spec = read_repository_model(args.repository, args.model).spec
+        guide = loadgen.ultralytics_triton_target(
+            _cli.split_list(args.server)[0],
+            spec.detector,
+            conf=spec.conf_threshold,
+            iou=spec.iou_threshold,
+        )
+        targets.append(("ultralytics-triton", guide, None))
+    if "torchvision" in plan.baselines:
+        from bonefrac.benchmarks.torch_baseline import torchvision_target
+
+        targets.append(("torchvision", torchvision_target(args.repository, args.model), None))
     return targets
 
 

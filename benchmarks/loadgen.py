@@ -7,7 +7,9 @@ statistics API, and the client's own CPU use (so a saturated client is visible).
 
 Targets are callables ``async (payload: bytes) -> None``; :func:`triton_target` calls a served
 ensemble over gRPC (asyncio), :func:`in_process_target` runs the same pipeline in this process
-(threads), the ceiling for serving on the machine.
+(sessions on threads), the ceiling for serving on the machine; :func:`ultralytics_target` and
+:func:`ultralytics_triton_target` are what an Ultralytics user would run instead (PyTorch in
+process, or Ultralytics' Triton client against the served detector).
 """
 
 from __future__ import annotations
@@ -283,45 +285,96 @@ def triton_target(
     return target, stats, client.close
 
 
-def in_process_target(repository: str, model: str, *, threads: int = 0, workers: int = 1) -> Target:
-    """The same pipeline in this process (ONNX Runtime with ``threads``), run on ``workers``
-    threads; the ceiling for serving on this machine."""
+def pooled_target(objects: Sequence[Any], run: Callable[[Any, bytes], Any]) -> Target:
+    """A target that calls ``run(obj, payload)`` on its own threads, one per item of
+    ``objects``, each call with an item no other call holds (when all are taken, a request
+    waits for one)."""
+    import queue
     from concurrent.futures import ThreadPoolExecutor
 
-    from bonefrac.pipeline import InProcessPipeline
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for obj in objects:
+        free.put(obj)
+    pool = ThreadPoolExecutor(max_workers=len(objects))
 
-    pipeline = InProcessPipeline(repository, model, threads=threads)
-    pool = ThreadPoolExecutor(max_workers=workers)
+    def call(payload: bytes) -> None:
+        obj = free.get()
+        try:
+            run(obj, payload)
+        finally:
+            free.put(obj)
 
     async def target(payload: bytes) -> None:
-        await asyncio.get_running_loop().run_in_executor(pool, pipeline.detect, payload)
+        await asyncio.get_running_loop().run_in_executor(pool, call, payload)
 
     return target
 
 
+def in_process_target(
+    repository: str, model: str, *, threads: int = 0, workers: int = 1, sessions: int = 1
+) -> Target:
+    """The same pipeline in this process, no server: ``sessions`` pipelines, each its own ONNX
+    Runtime session with ``threads`` intra-op threads (0: one per core) and its own thread;
+    with one session, ``workers`` threads share it. The ceiling for serving on this machine:
+    one stream (one session, one thread), or the sessions x threads that give the most."""
+    from bonefrac.pipeline import InProcessPipeline
+
+    pipelines = [InProcessPipeline(repository, model, threads=threads) for _ in range(sessions)]
+    if sessions == 1:
+        pipelines *= max(1, workers)
+    return pooled_target(pipelines, lambda pipeline, payload: pipeline.detect(payload))
+
+
 def ultralytics_target(weights: str, *, imgsz: int = 640, workers: int = 1) -> Target:
     """What a user would run instead of a server: Ultralytics ``YOLO(weights).predict()`` in
-    PyTorch on the CPU, decoding the same bytes."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    PyTorch on the CPU, decoding the same bytes (``workers`` threads share the model)."""
     from bonefrac.export._offline import prepare_ultralytics_offline
 
     prepare_ultralytics_offline()
     from ultralytics import YOLO
 
+    model = YOLO(weights, task="detect")
+    return pooled_target([model] * max(1, workers), _predictor(imgsz=imgsz))
+
+
+def _predictor(**options: Any) -> Callable[[Any, bytes], None]:
+    """``run(model, payload)``: decode the bytes as a user would and ``model.predict`` them."""
     from bonefrac.processing import decode_image
 
-    model = YOLO(weights, task="detect")
-    pool = ThreadPoolExecutor(max_workers=workers)
-
-    def run(payload: bytes) -> None:
+    def run(model: Any, payload: bytes) -> None:
         image = decode_image(payload)[..., ::-1]  # Ultralytics takes BGR arrays
-        model.predict(image, imgsz=imgsz, device="cpu", verbose=False)
+        model.predict(image, device="cpu", verbose=False, **options)
 
-    async def target(payload: bytes) -> None:
-        await asyncio.get_running_loop().run_in_executor(pool, run, payload)
+    return run
 
-    return target
+
+def ultralytics_triton_target(
+    url: str, detector: str, *, threads: int = 1, conf: float = 0.25, iou: float = 0.7
+) -> Target:
+    """The layout of Ultralytics' Triton guide: ``YOLO("grpc://URL/DETECTOR", task="detect")``
+    in the client, which letterboxes, sends FP32 pixels to the served detector alone and runs
+    NMS itself (Ultralytics' ``TritonRemoteModel``), on ``threads`` client threads, each with
+    its own ``YOLO`` object (and connection); the bytes are decoded in the client as a user
+    would. Each object answers one request before the target is returned (connection and
+    model metadata are read then, not during the measurement)."""
+    from bonefrac.export._offline import prepare_ultralytics_offline
+
+    prepare_ultralytics_offline()
+    from ultralytics import YOLO
+
+    run = _predictor(conf=conf, iou=iou)
+    models = [YOLO(f"grpc://{url}/{detector}", task="detect") for _ in range(max(1, threads))]
+    blank = blank_jpeg()
+    for model in models:
+        run(model, blank)
+    return pooled_target(models, run)
+
+
+def blank_jpeg(side: int = 256) -> bytes:
+    """A black JPEG: a first request that warms a target up before it is measured."""
+    import cv2
+
+    return cv2.imencode(".jpg", np.zeros((side, side, 3), np.uint8))[1].tobytes()
 
 
 class SharedMemoryPool:

@@ -131,13 +131,18 @@ def plot(runs: Sequence[dict], folder: Path) -> list[Path]:
 def _throughput_vs_p99(runs: Sequence[dict], folder: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
-    for target, model in dict.fromkeys((r["target"], r.get("model")) for r in runs):
-        rows = [r for r in runs if r["target"] == target and r.get("model") == model]
+    lines = dict.fromkeys((r["target"], r.get("model"), r.get("layout")) for r in runs)
+    for target, model, layout in lines:
+        rows = [
+            r
+            for r in runs
+            if (r["target"], r.get("model"), r.get("layout")) == (target, model, layout)
+        ]
         ax.plot(
             [r["throughput_rps"] for r in rows],
             [r["p99_ms"] for r in rows],
             "o-",
-            label=f"{target} {model}" if model else target,
+            label=" ".join(str(x) for x in (target, model, layout) if x),
         )
         for r in rows:
             ax.annotate(
@@ -313,12 +318,17 @@ _METHOD = (
 )
 _TARGETS = (
     "- targets: `triton` is the served ensemble over gRPC (encoded image bytes in, boxes "
-    "out); `in-process` the same decode + letterbox + ONNX Runtime + NMS called by one "
-    "thread in one process (the single-stream ceiling: the server beats it under load by "
-    "running two detector sessions and the Python steps in parallel); `fastapi` a plain "
-    "FastAPI + ONNX Runtime HTTP server with the same pipeline; `ultralytics` "
-    "`YOLO(weights).predict()` in PyTorch; `perf_analyzer` Triton's own load generator on "
-    "the same server, model and images."
+    "out); `in-process` the same decode + letterbox + ONNX Runtime + NMS in one process, no "
+    "server: one stream (one pipeline called by one thread, ONNX Runtime on every core) over "
+    "the sweep, and several pipelines (each its own ONNX Runtime session) on as many threads "
+    "at the highest level; the best of them is the in-process ceiling; `fastapi` a plain "
+    "FastAPI + ONNX Runtime HTTP server with the same pipeline; `ultralytics-triton` the "
+    'layout of Ultralytics\' Triton guide, `YOLO("grpc://...")` against the served detector '
+    "(decode, letterbox and NMS in the client), on one or several client threads; "
+    "`ultralytics` `YOLO(weights).predict()` in PyTorch; `torchvision` torchvision's Faster "
+    "R-CNN in PyTorch with the served model's weights (taken back from its ONNX graph; a test "
+    "checks it gives ONNX Runtime's detections); `perf_analyzer` Triton's own load generator "
+    "on the same server, model and images."
 )
 
 
@@ -370,10 +380,13 @@ def _section(title: str, columns: list[str], rows: list[str], *after: str) -> li
 
 
 def _targets_section(runs: list[dict], ap: dict, ap_source: str | None) -> list[str]:
-    from bonefrac.benchmarks.targets import verdicts
+    from bonefrac.benchmarks.targets import FRCNN_BEFORE, verdicts
 
-    rows = [f"| {a} | {b} | {c} |" for a, b, c in verdicts(runs, ap)]
+    found = verdicts(runs, ap)
+    rows = [f"| {a} | {b} | {c} |" for a, b, c in found]
     after = [f"AP50 figures: {ap_source}."] if ap and ap_source else []
+    if any("2026-11-24" in label for label, _, _ in found):
+        after.append(f"Faster R-CNN of 2026-11-24: {FRCNN_BEFORE['source']}.")
     return _section("Targets", ["target", "measured", "verdict"], rows, *after)
 
 
@@ -448,7 +461,7 @@ def _all_steps_section(runs: list[dict]) -> list[str]:
         cpu = r["client_cpu_pct"] if r["client_cpu_pct"] is not None else ""
         unstable = "*" if r.get("stable") is False else ""
         rows.append(
-            f"| {r['target']} | {r.get('model', '')} | {r.get('variant') or r.get('input') or ''} "
+            f"| {r['target']} | {r.get('model', '')} | {_setting(r)} "
             f"| {r.get('image_side') or 'as stored'} | {r.get('batch') or 1} | "
             f"{r['concurrency']} | {r['throughput_rps']:.2f}{unstable} | {r['p50_ms']:.1f} | "
             f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {cpu} |"
@@ -459,9 +472,14 @@ def _all_steps_section(runs: list[dict]) -> list[str]:
             "\\* not stable: no two measurement windows agreed within the stability bound "
             "(perf_analyzer: its last trial); reported as measured."
         )
-    columns = ["target", "model", "variant / input", "image side", "batch", "concurrency"]
+    columns = ["target", "model", "variant / input / layout", "image side", "batch", "concurrency"]
     columns += ["throughput/s", "p50 ms", "p90 ms", "p99 ms", "errors", "client CPU %"]
     return _section("All steps", columns, rows, *after)
+
+
+def _setting(r: dict) -> str:
+    """What a step ran with beyond its target: a tuning variant, an input or a layout."""
+    return r.get("variant") or r.get("input") or r.get("layout") or ""
 
 
 def suite_plot_names(runs: Sequence[dict]) -> list[str]:

@@ -2,8 +2,10 @@
 by side in one run on this machine, and the report written from what was measured.
 
 Starts its own tritonserver on loopback (free ports) with the repository's models, then:
-served YOLO11 vs the in-process ceiling, a FastAPI + ONNX Runtime server, Ultralytics predict and
-perf_analyzer over a concurrency sweep; INT8 vs FP32; Faster R-CNN; and cost against image size
+served YOLO11 vs the in-process ceiling (one stream, and several sessions on several threads), a
+FastAPI + ONNX Runtime server, Ultralytics' Triton-guide layout (its client against the served
+detector), Ultralytics predict and perf_analyzer over a concurrency sweep; INT8 vs FP32; Faster
+R-CNN, and torchvision's model in PyTorch with the same weights; and cost against image size
 (512 to 2048 px X-rays).
 """
 
@@ -331,14 +333,91 @@ def _cross_check(bench: Bench, window_s: float, stability_pct: float) -> list[di
     return rows
 
 
+#: In-process layouts tried for the ceiling beside one stream: (pipelines, ONNX Runtime
+#: intra-op threads each), each pipeline its own session on its own thread; run at the sweep's
+#: highest concurrency, the best of all is the ceiling.
+IN_PROCESS_LAYOUTS = ((2, 1), (3, 1), (2, 2))
+
+
+def _sessions(sessions: int, threads: int) -> str:
+    return f"{sessions} session{'s' * (sessions > 1)} x {threads} thread{'s' * (threads > 1)}"
+
+
+async def _in_process(bench: Bench) -> list[dict]:
+    """The in-process ceiling: one stream (one pipeline on one thread, ONNX Runtime on every
+    core) over the sweep, then each of :data:`IN_PROCESS_LAYOUTS` at the highest level."""
+    from bonefrac.benchmarks import loadgen
+
+    print("in-process: one stream", flush=True)
+    one = loadgen.in_process_target(str(bench.repo), "yolo11")
+    runs = await bench.sweep(one, "in-process", model="yolo11", layout="one stream")
+    for sessions, threads in IN_PROCESS_LAYOUTS:
+        layout = _sessions(sessions, threads)
+        print(f"in-process: {layout}", flush=True)
+        target = loadgen.in_process_target(
+            str(bench.repo), "yolo11", sessions=sessions, threads=threads
+        )
+        runs += await bench.sweep(
+            target, "in-process", [max(bench.levels)], model="yolo11", layout=layout
+        )
+    return runs
+
+
+async def _ultralytics_guide(bench: Bench) -> list[dict]:
+    """Ultralytics' Triton guide: ``YOLO("grpc://...")`` against the served detector, pre- and
+    post-processing in the client; one client thread at concurrency 1 and 4, four threads (one
+    YOLO object each) at 4."""
+    from bonefrac.benchmarks import loadgen
+    from bonefrac.pipeline import read_repository_model
+
+    spec = read_repository_model(bench.repo, "yolo11").spec
+    runs: list[dict] = []
+    for threads, levels in ((1, [1, 4]), (4, [4])):
+        layout = f"{threads} client thread{'s' * (threads > 1)}"
+        print(f"Ultralytics' Triton client: {layout}", flush=True)
+        target = loadgen.ultralytics_triton_target(
+            bench.url,
+            spec.detector,
+            threads=threads,
+            conf=spec.conf_threshold,
+            iou=spec.iou_threshold,
+        )
+        runs += await bench.sweep(
+            target, "ultralytics-triton", levels, model="yolo11", layout=layout
+        )
+    return runs
+
+
+async def _torchvision(bench: Bench) -> list[dict]:
+    """Faster R-CNN in PyTorch with the served weights (what a user would run without
+    bonefrac): one thread at concurrency 1, two threads at 2 and 4."""
+    from bonefrac.benchmarks.torch_baseline import (
+        WeightRecoveryError,
+        frcnn_from_onnx,
+        torchvision_target,
+    )
+
+    try:
+        model = frcnn_from_onnx(bench.repo, "frcnn")
+    except WeightRecoveryError as exc:
+        print(f"  skipped: the served weights do not load into PyTorch: {exc}", flush=True)
+        return []
+    runs: list[dict] = []
+    for threads, levels in ((1, [1]), (2, [2, 4])):
+        layout = f"{threads} thread{'s' * (threads > 1)}"
+        print(f"torchvision Faster R-CNN (PyTorch): {layout}", flush=True)
+        target = torchvision_target(str(bench.repo), "frcnn", threads=threads, torch_model=model)
+        runs += await bench.sweep(target, "torchvision", levels, model="frcnn", layout=layout)
+    return runs
+
+
 async def _baselines(bench: Bench, fastapi_url: str, weights: str | None, imgsz: int) -> list:
-    """The in-process ceiling, the FastAPI + ONNX Runtime server and Ultralytics predict."""
+    """The in-process ceiling, the FastAPI + ONNX Runtime server, Ultralytics' Triton-guide
+    layout, Ultralytics predict and torchvision's Faster R-CNN in PyTorch."""
     from bonefrac.benchmarks import loadgen
     from bonefrac.benchmarks.fastapi_baseline import http_target
 
-    print("in-process ceiling", flush=True)
-    ceiling = loadgen.in_process_target(str(bench.repo), "yolo11")
-    runs = await bench.sweep(ceiling, "in-process", model="yolo11")
+    runs = await _in_process(bench)
     target, close = http_target(fastapi_url)
     print("FastAPI + ONNX Runtime", flush=True)
     try:
@@ -346,12 +425,24 @@ async def _baselines(bench: Bench, fastapi_url: str, weights: str | None, imgsz:
     finally:
         await close()
     if weights:
+        runs += await _ultralytics_guide(bench)
         print("Ultralytics predict (PyTorch)", flush=True)
         eager = loadgen.ultralytics_target(weights, imgsz=imgsz)
         runs += await bench.sweep(
             eager, "ultralytics", [c for c in bench.levels if c <= 4], model="yolo11"
         )
+    if "frcnn" in bench.models and _has_torch():
+        runs += await _torchvision(bench)
     return runs
+
+
+def _has_torch() -> bool:
+    import importlib.util
+
+    found = all(importlib.util.find_spec(m) for m in ("torch", "torchvision", "onnx"))
+    if not found:
+        print("torch/torchvision/onnx missing: the PyTorch Faster R-CNN is skipped", flush=True)
+    return found
 
 
 async def _image_sizes(bench: Bench, sides: list[int]) -> list[dict]:
@@ -377,9 +468,18 @@ async def _on_one_server(bench: Bench, args: argparse.Namespace, fastapi_url: st
     return runs
 
 
+def _detectors(repo: Path, models: list[str]) -> list[str]:
+    """Each model's detector step, loaded by name: Ultralytics' Triton client and the tensor
+    steps call it, and a one-model layout does not load its step models with it."""
+    from bonefrac.pipeline import read_repository_model
+
+    return [read_repository_model(repo, m).spec.detector for m in models]
+
+
 def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every section; returns the record's facts: ``runs`` (every step), ``models``,
-    ``ap50`` (FP32 and INT8 YOLO11 on valid, with ``ap50_source``) and ``shipped_variant``."""
+    ``ap50`` (FP32 and INT8 YOLO11 and Faster R-CNN on valid, with ``ap50_source``) and
+    ``shipped_variant``."""
     from bonefrac.benchmarks.fastapi_baseline import FastApiServer
     from bonefrac.benchmarks.soak import load_images
 
@@ -391,7 +491,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         max_windows=args.max_windows,
         stability=args.stability_pct / 100.0,
     )
-    server = _started(repo, models)
+    server = _started(repo, models + _detectors(repo, models))
     try:
         bench = Bench(
             url=server.grpc_url,
@@ -407,7 +507,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             fastapi.stop()
         ap = (
-            int8_accuracy(server.grpc_url, models, args.data, limit=args.eval_limit)
+            valid_accuracy(server.grpc_url, models, args.data, limit=args.eval_limit)
             if args.data
             else {}
         )
@@ -418,16 +518,16 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     return {"models": models, **ap, "shipped_variant": shipped_variant(repo), "runs": runs}
 
 
-def int8_accuracy(
+def valid_accuracy(
     url: str, models: list[str], data: str, *, limit: int | None = None
 ) -> dict[str, Any]:
-    """Valid AP50 (6class) of the FP32 and INT8 YOLO11 through the suite's server, with the
-    project's evaluator (cached by model and data content, so a re-run costs nothing): the
-    record's ``ap50`` and ``ap50_source``."""
+    """Valid AP50 (6class) of the FP32 and INT8 YOLO11 and of Faster R-CNN through the suite's
+    server, with the project's evaluator (cached by model and data content, so a re-run costs
+    nothing): the record's ``ap50`` and ``ap50_source``."""
     from bonefrac.client.evaluate import default_cache_dir, evaluate, served_model
 
     ap50 = {}
-    for model in ("yolo11", "yolo11_int8"):
+    for model in ("yolo11", "yolo11_int8", "frcnn"):
         if model in models:
             report = evaluate(
                 served_model(url, model),

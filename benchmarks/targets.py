@@ -3,10 +3,14 @@ compares, its threshold and how its verdict is reached; :func:`verdicts` applies
 steps of one ``make bench`` record.
 
 The targets: serving through Triton must cost nothing against running the same pipeline in the
-caller's process (throughput, and a lone request's latency), must beat what a user would run
-without a server (Ultralytics ``predict()`` in PyTorch, and a plain FastAPI + ONNX Runtime HTTP
-server), bonefrac's load generator must agree with Triton's own (perf_analyzer), and the INT8
-model must keep the FP32 model's accuracy (its speed-up is measured, with no threshold).
+caller's process (throughput against the best in-process layout of sessions x threads, and a
+lone request's latency against one stream), must beat what a user would run without bonefrac
+(Ultralytics ``predict()`` in PyTorch, a plain FastAPI + ONNX Runtime HTTP server, and the
+layout of Ultralytics' Triton guide: its client against the served detector alone), bonefrac's
+load generator must agree with Triton's own (perf_analyzer), the INT8 model must keep the FP32
+model's accuracy (its speed-up is measured, with no threshold), and the served Faster R-CNN must
+be twice as fast as on 2026-11-24 (:data:`FRCNN_BEFORE`) at the same accuracy; its ratio to
+torchvision's model in PyTorch is measured.
 """
 
 from __future__ import annotations
@@ -44,6 +48,19 @@ def at(runs: Runs, concurrency: int, **match: Any) -> dict | None:
 
 
 SERVED = {"target": "triton", "model": "yolo11"}
+SERVED_FRCNN = {"target": "triton", "model": "frcnn"}
+
+#: The served Faster R-CNN before issue 16, the bar its speed-up is measured against: its
+#: throughput at concurrency 1 in the ``make bench`` record of 2026-11-24 15:51 UTC
+#: (``benchmarks/results/runs.json`` as committed then, commit aef8686: 7.80/s; 8.20/s at
+#: concurrency 2) and its valid AP50 (``docs/eval/valid_6class.json`` of that model, commit
+#: e2441b3, 6class protocol, all 348 images).
+FRCNN_BEFORE = {
+    "throughput_rps": 7.8,
+    "ap50": 0.0073473506207892385,
+    "source": "7.80/s served at concurrency 1 in the make bench record of 2026-11-24 15:51 UTC, "
+    "valid AP50 0.0073 in docs/eval/valid_6class.json of that model",
+}
 
 
 @dataclass(frozen=True)
@@ -85,12 +102,49 @@ def _best_ratio(top: dict[str, Any], bottom: dict[str, Any], *, both: bool = Fal
         num, den = best(runs, **top), best(runs, **bottom)
         if not (num and den):
             return None
-        ratio = num["throughput_rps"] / den["throughput_rps"]
-        if both:
-            return ratio, f"{num['throughput_rps']:.2f} / {den['throughput_rps']:.2f} = {ratio:.2f}"
-        return ratio, f"{ratio:.2f} x"
+        found = _quotient(num["throughput_rps"], den["throughput_rps"], _layout(den))
+        return found if both or found is None else (found[0], f"{found[0]:.2f} x")
 
     return measure
+
+
+def _layout(row: dict) -> str:
+    """`` (LAYOUT)`` for a step run in a named layout (sessions x threads, client threads)."""
+    return f" ({row['layout']})" if row.get("layout") else ""
+
+
+def _quotient(num: float, den: float, note: str = "") -> tuple[float, str] | None:
+    """``num / den``, shown as ``num / den NOTE = ratio``; None when ``den`` is 0 (a step
+    without one answer in its windows compares with nothing)."""
+    if not den:
+        return None
+    return num / den, f"{num:.2f} / {den:.2f}{note} = {num / den:.2f}"
+
+
+def _guide_at(concurrency: int) -> Measure:
+    """Served over the best layout of Ultralytics' Triton guide (one or several client
+    threads), both at ``concurrency``."""
+
+    def measure(runs: Runs, ap: dict) -> tuple[float, str] | None:
+        served = at(runs, concurrency, **SERVED)
+        guide = best(runs, target="ultralytics-triton", concurrency=concurrency)
+        if not (served and guide):
+            return None
+        return _quotient(served["throughput_rps"], guide["throughput_rps"], _layout(guide))
+
+    return measure
+
+
+def _frcnn_speedup(runs: Runs, ap: dict) -> tuple[float, str] | None:
+    served = best(runs, **SERVED_FRCNN)
+    return _quotient(served["throughput_rps"], FRCNN_BEFORE["throughput_rps"]) if served else None
+
+
+def _frcnn_ap50_delta(runs: Runs, ap: dict) -> tuple[float, str] | None:
+    if "frcnn" not in ap:
+        return None
+    delta = ap["frcnn"] - FRCNN_BEFORE["ap50"]
+    return abs(delta), f"{ap['frcnn']:.4f} vs {FRCNN_BEFORE['ap50']:.4f} ({delta:+.4f})"
 
 
 def _lone_request_gap(runs: Runs, ap: dict) -> tuple[float, str] | None:
@@ -146,12 +200,12 @@ def _int8_ap50_delta(runs: Runs, ap: dict) -> tuple[float, str] | None:
 
 RULES: tuple[Rule, ...] = (
     Rule(
-        "served best throughput >= {threshold:g} x in-process ceiling",
+        "served best throughput >= {threshold:g} x in-process ceiling (best sessions x threads)",
         _best_ratio(SERVED, {"target": "in-process"}, both=True),
         0.9,
     ),
     Rule(
-        "served p50 at concurrency 1 within {threshold:g} ms of in-process",
+        "served p50 at concurrency 1 within {threshold:g} ms of in-process (one stream)",
         _lone_request_gap,
         3.0,
         operator.le,
@@ -160,6 +214,12 @@ RULES: tuple[Rule, ...] = (
         "served >= {threshold:g} x Ultralytics predict throughput",
         _best_ratio(SERVED, {"target": "ultralytics"}),
         1.5,
+    ),
+    Rule(
+        "served >= {threshold:g} x Ultralytics' Triton-guide layout at concurrency 4 "
+        "(its best client threads)",
+        _guide_at(4),
+        2.0,
     ),
     *(
         Rule(
@@ -181,6 +241,21 @@ RULES: tuple[Rule, ...] = (
         _best_ratio({"target": "triton", "model": "yolo11_int8"}, SERVED),
     ),
     Rule("INT8 AP50 on valid within {threshold:g} of FP32", _int8_ap50_delta, 0.01, operator.le),
+    Rule(
+        "served Faster R-CNN >= {threshold:g} x its throughput of 2026-11-24 (best level)",
+        _frcnn_speedup,
+        2.0,
+    ),
+    Rule(
+        "Faster R-CNN AP50 on valid within {threshold:g} of the 2026-11-24 model's",
+        _frcnn_ap50_delta,
+        0.01,
+        operator.le,
+    ),
+    Rule(
+        "served Faster R-CNN vs torchvision in PyTorch, same weights (best throughput)",
+        _best_ratio(SERVED_FRCNN, {"target": "torchvision", "model": "frcnn"}, both=True),
+    ),
 )
 
 

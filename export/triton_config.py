@@ -106,13 +106,16 @@ def ultralytics_metadata(spec: Yolo11Spec) -> str:
     """The ``metadata`` parameter Ultralytics' Triton client reads (a Python dict literal).
 
     ``dynamic: False`` makes it send square ``imgsz`` letterboxes, exactly bonefrac's own
-    pre-processing, so both clients get the same detections.
+    pre-processing, so both clients get the same detections. ``batch: 1``: the client pads every
+    request with zero images up to this batch (it takes the graph for a static-batch export),
+    so anything larger would make the detector run empty images; Triton's dynamic batching
+    combines single-image requests up to ``max_batch_size`` itself.
     """
     meta = {
         "description": f"bonefrac {spec.name} detector",
         "task": "detect",
         "stride": 32,
-        "batch": spec.batching.max_batch_size,
+        "batch": 1,
         "imgsz": [spec.imgsz, spec.imgsz],
         "names": dict(enumerate(spec.class_names)),
         "channels": 3,

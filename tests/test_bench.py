@@ -214,7 +214,7 @@ def test_bench_fastapi_and_ultralytics_baselines(triton, repository, data_dir, t
         "--concurrency",
         "2",
         "--baseline",
-        "fastapi,ultralytics",
+        "fastapi,ultralytics,ultralytics-triton",
         "--weights",
         str(weights),
         "--imgsz",
@@ -222,9 +222,38 @@ def test_bench_fastapi_and_ultralytics_baselines(triton, repository, data_dir, t
         "--repository",
         str(repository),
     )
-    assert [r["target"] for r in runs] == ["triton", "fastapi", "ultralytics"]
+    assert [r["target"] for r in runs] == ["triton", "fastapi", "ultralytics", "ultralytics-triton"]
     for r in runs:
         assert r["errors"] == 0 and r["requests"] > 0, r
+
+
+@pytest.mark.export
+def test_bench_torchvision_baseline(triton, repository, data_dir, tmp_path):
+    """Faster R-CNN served and in PyTorch with the same weights, in one bench call."""
+    runs = _bench(
+        triton,
+        data_dir,
+        tmp_path / "bench",
+        *("--model", "frcnn", "--concurrency", "1", "--baseline", "torchvision"),
+        *("--repository", str(repository)),
+    )
+    assert [r["target"] for r in runs] == ["triton", "torchvision"]
+    for r in runs:
+        assert r["errors"] == 0 and r["requests"] > 0, r
+
+
+def test_bench_torchvision_baseline_refuses_yolo(repository, data_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bonefrac.cli", "bench", "--server", "127.0.0.1:1"]
+        + ["--images", str(data_dir / "valid" / "images"), "--model", "yolo11"]
+        + ["--baseline", "torchvision", "--repository", str(repository)]
+        + ["--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "the torchvision baseline runs Faster R-CNN models" in result.stderr
 
 
 def test_perf_analyzer_cross_check_runs(triton, data_dir, tmp_path):

@@ -58,6 +58,13 @@ def test_suite_quick(repository, data_dir, tmp_path):
         "| yolo11 | gRPC | 4 | 1 |",
         "| frcnn | shared memory | 1 | 1 |",
         "INT8 AP50 on valid within 0.01 of FP32",
+        "| in-process | yolo11 | 2 sessions x 1 thread |",
+        "Ultralytics' Triton-guide layout at concurrency 4",
+        "| ultralytics-triton | yolo11 | 4 client threads |",
+        "served Faster R-CNN >= 2 x its throughput of 2026-11-24",
+        "Faster R-CNN AP50 on valid within 0.01",
+        "served Faster R-CNN vs torchvision in PyTorch",
+        "| torchvision | frcnn | 2 threads |",
     ):
         assert needle in text, needle
     for plot in ("throughput_vs_p99", "server_breakdown", "scaling", "tuning"):
@@ -68,7 +75,10 @@ def test_suite_quick(repository, data_dir, tmp_path):
     assert all(r["errors"] == 0 for r in rows), [r for r in rows if r["errors"]]
     # the report is written from the record alone, which holds what it shows
     assert text == results_markdown(record, plots=".")
-    assert set(record["ap50"]) == {"yolo11", "yolo11_int8"} and "24 images" in record["ap50_source"]
+    assert (
+        set(record["ap50"]) == {"yolo11", "yolo11_int8", "frcnn"}
+        and "24 images" in record["ap50_source"]
+    )
     assert record["shipped_variant"] in {r.get("variant") for r in rows}
     assert record["elapsed_s"] > 0 and record["started"]
     # shared-memory regions of the detector steps were unregistered and freed

@@ -115,6 +115,7 @@ def test_yolo_detector_carries_ultralytics_metadata():
     meta = ast.literal_eval(det.parameters["metadata"].string_value)
     assert meta["imgsz"] == [320, 320] and meta["names"][0] == "elbow positive"
     assert meta["task"] == "detect" and meta["args"]["dynamic"] is False
+    assert meta["batch"] == 1  # Ultralytics pads each request up to it with zero images
     assert det.input[0].name == "images" and det.output[0].name == "output0"
 
 
