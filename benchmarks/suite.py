@@ -391,15 +391,12 @@ async def _ultralytics_guide(bench: Bench) -> list[dict]:
 async def _torchvision(bench: Bench) -> list[dict]:
     """Faster R-CNN in PyTorch with the served weights (what a user would run without
     bonefrac): one thread at concurrency 1, two threads at 2 and 4."""
-    from bonefrac.benchmarks.torch_baseline import (
-        WeightRecoveryError,
-        frcnn_from_onnx,
-        torchvision_target,
-    )
+    from bonefrac.benchmarks.torch_baseline import frcnn_from_onnx, torchvision_target
+    from bonefrac.export._common import ExportError
 
     try:
         model = frcnn_from_onnx(bench.repo, "frcnn")
-    except WeightRecoveryError as exc:
+    except ExportError as exc:
         print(f"  skipped: the served weights do not load into PyTorch: {exc}", flush=True)
         return []
     runs: list[dict] = []

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.export]
@@ -94,11 +93,3 @@ def test_torchvision_target_runs(repository, valid_images, recovered):
     target = torchvision_target(str(repository), "frcnn", threads=2, torch_model=recovered)
     step = _step(target, valid_images, 2)
     assert step.requests > 0 and step.errors == 0, step.error_samples
-
-
-def test_recovery_refuses_a_graph_that_does_not_fit(recovered):
-    """Folded convolutions that do not fit the model are refused with what did not fit."""
-    from bonefrac.benchmarks.torch_baseline import WeightRecoveryError, load_folded
-
-    with pytest.raises(WeightRecoveryError, match="1 folded convolutions"):
-        load_folded(recovered, [(np.zeros((1, 1, 1, 1), np.float32), None)], set())
