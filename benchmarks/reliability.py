@@ -473,6 +473,7 @@ def measure_stub_kill(server, data: bytes, *, window_s: float = 10.0) -> dict[st
         client.detect(data)
         reload_s = round(time.monotonic() - start, 2)
     return {
+        "victim": victim,
         "window_s": window_s,
         "failures_in_window": failures,
         "message": message,
@@ -853,6 +854,7 @@ def _stub_row(stub: dict[str, Any]) -> str:
             f"brought it back in {stub['reload_s']:g} s"
         )
     return (
+        f"the `{stub.get('victim', 'yolo11_postprocess')}` stub killed; "
         f"a client without retries tried every 0.2 s for {stub['window_s']:g} s: "
         f"{stub['failures_in_window']} failed requests"
         + (f' ("{_cell(stub["message"], 200)}")' if stub["message"] else "")
@@ -880,7 +882,7 @@ def render_faults(measured: dict[str, Any]) -> list[str]:
     rows = (
         ("server_kill", "tritonserver SIGKILLed under load (`yolo11` only)", _server_kill_row),
         ("version_load", "new detector version loaded while serving", _version_row),
-        ("stub_kill", "the `yolo11_postprocess` Python stub SIGKILLed", _stub_row),
+        ("stub_kill", "a Python stub that serves `yolo11` SIGKILLed", _stub_row),
         ("tls", "gRPC over TLS (`bonefrac.server.GrpcTls`)", _tls_row),
         ("two_servers", "two tritonservers, one stopped mid-run", _two_servers_row),
     )

@@ -81,7 +81,11 @@ class BatchingSpec:
           detector's dynamic batching), per-step times on Triton's metrics port; the step
           models stay in the repository for direct calls. ``"single"`` is the default: side by
           side in one run (YOLO11 320 px, 2 busy cores, 2026-11-30) it served more requests/s
-          with a lower p99 at concurrency 4 and 8, and a lone request no slower.
+          with a lower p99 at concurrency 4 and 8, and a lone request no slower; the tuning
+          sweep of ``make bench`` (idle, 2026-11-30) agrees: with 2 instances x 2 threads it
+          beat the ensemble of the same settings at concurrency 1 and 4 and tied at 8. One
+          model with 2 instances x 1 thread was faster still at 4 and 8 but slower for a lone
+          request, so the shipped settings keep 2 threads.
     """
 
     max_batch_size: int = 4
