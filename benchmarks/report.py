@@ -165,10 +165,13 @@ def _throughput_vs_p99(runs: Sequence[dict], folder: Path) -> Path:
 
 def _server_parts(r: dict) -> dict[str, float]:
     """One step's server time per request: each composing model's queue and compute (input +
-    infer + output), the ensemble's own entry left out (it sums its steps)."""
+    infer + output), the served model's own entry left out (it sums its steps) except for its
+    queue in the one-model layout, where the steps have none of their own."""
     parts: dict[str, float] = {}
     for step, phases in r["server"].items():
         if r.get("model") and step == r["model"]:
+            if not any("queue_ms" in p for s, p in r["server"].items() if s != step):
+                parts["queue"] = phases.get("queue_ms", 0.0)  # one-model layout: its own queue
             continue
         short = step.rsplit("_", 1)[-1] if "_" in step else step
         parts[f"{short} queue"] = parts.get(f"{short} queue", 0.0) + phases.get("queue_ms", 0.0)
@@ -193,7 +196,7 @@ def _server_breakdown(runs: Sequence[dict], folder: Path) -> Path:
         bottom = [b + v for b, v in zip(bottom, values)]
     ax.set_yscale("log" if max(bottom) > 20 * max(1e-9, min(bottom)) else "linear")
     ax.set_ylabel("server time per request (ms)")
-    ax.set_title("Server-side breakdown per step (Triton statistics; hatched: queue)")
+    ax.set_title("Server-side breakdown per step (Triton statistics and metrics; hatched: queue)")
     ax.legend(fontsize=7, ncol=2)
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
     return _save(fig, folder / "server_breakdown.png")
@@ -229,7 +232,7 @@ def _size_panel(ax, rows: list[dict], key: str, label: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("longer side of the X-ray (px), concurrency 4")
     ax.set_ylabel(label)
-    ax.set_title(f"Served ensemble: {label.split(' (')[0]} vs image size")
+    ax.set_title(f"Served: {label.split(' (')[0]} vs image size")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
 
@@ -273,7 +276,7 @@ def _tuning(runs: Sequence[dict], folder: Path) -> Path:
         )
     ax.invert_yaxis()
     ax.set_xlabel(f"throughput at concurrency {top} (requests/s)")
-    ax.set_title("CPU profile variants (YOLO11 ensemble)")
+    ax.set_title("CPU profile variants (YOLO11)")
     return _save(fig, folder / "tuning.png")
 
 
@@ -314,11 +317,14 @@ _INTRO = (
 _METHOD = (
     "- method: closed-loop clients (asyncio gRPC), warm-up, then measurement windows until "
     "two agree within 10 % on throughput; percentiles over the measured requests; the "
-    "server's own breakdown from Triton's statistics API; the client's CPU use per step."
+    "server's own breakdown from Triton's statistics API (and, for a model served as one "
+    "Python-backend model, its per-step times from Triton's metrics port); the client's CPU "
+    "use per step."
 )
 _TARGETS = (
-    "- targets: `triton` is the served ensemble over gRPC (encoded image bytes in, boxes "
-    "out); `in-process` the same decode + letterbox + ONNX Runtime + NMS in one process, no "
+    "- targets: `triton` is the served model over gRPC (encoded image bytes in, boxes "
+    "out; the `cpu` profile's layout as shipped); `in-process` the same decode + letterbox + "
+    "ONNX Runtime + NMS in one process, no "
     "server: one stream (one pipeline called by one thread, ONNX Runtime on every core) over "
     "the sweep, and several pipelines (each its own ONNX Runtime session) on as many threads "
     "at the highest level; the best of them is the in-process ceiling; `fastapi` a plain "
@@ -401,7 +407,9 @@ def _tuning_section(runs: list[dict], shipped: str | None) -> list[str]:
     for variant in dict.fromkeys(r["variant"] for r in steps):
         one = next((r for r in steps if r["variant"] == variant and r["concurrency"] == 1), {})
         hi = next((r for r in steps if r["variant"] == variant and r["concurrency"] == top), {})
-        det = hi.get("server", {}).get("yolo11_detector", {})
+        server = hi.get("server", {})
+        det = dict(server.get("yolo11_detector", {}))
+        det.setdefault("queue_ms", server.get("yolo11", {}).get("queue_ms", 0))  # one model
         mark = " **(fastest)**" if hi is best else ""
         mark += " (shipped)" if variant == shipped else ""
         rows.append(
@@ -411,7 +419,7 @@ def _tuning_section(runs: list[dict], shipped: str | None) -> list[str]:
         )
     columns = ["variant", "p50 ms at c1", f"throughput/s at c{top}", f"p99 ms at c{top}"]
     columns.append(f"server queue + infer ms (detector) at c{top}")
-    return _section("CPU profile tuning (YOLO11 ensemble, one server per variant)", columns, rows)
+    return _section("CPU profile tuning (YOLO11, one server per variant)", columns, rows)
 
 
 def _direct_section(runs: list[dict]) -> list[str]:
