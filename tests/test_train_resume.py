@@ -44,15 +44,14 @@ def test_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_pat
     assert (snapshot / "checkpoint.pt").is_file()
     assert checkpoint_epoch(snapshot / "checkpoint.pt")[0] == 1
     assert _epochs_in(snapshot / "results.csv") == [1]
-    for absolute in (tmp_path, tiny_data.parent):  # no absolute path of this machine
-        leaks = [p.name for p in snapshot.iterdir() if str(absolute).encode() in p.read_bytes()]
-        assert not leaks, f"{absolute} is in {leaks}"
+    _assert_no_machine_paths(snapshot, tmp_path, tiny_data.parent)
 
     # A new machine: the run folder is gone, only the committed snapshot is left.
     shutil.rmtree(tmp_path / "runs")
     train_yolo11(config, resume=True)
     assert checkpoint_epoch(snapshot / "checkpoint.pt")[0] == 2
     assert _epochs_in(snapshot / "results.csv") == [1, 2]
+    _assert_no_machine_paths(snapshot, tmp_path, tiny_data.parent)  # a resume adds pt_path
 
     point = score_snapshot(snapshot, data=str(tiny_data), imgsz=64)
     assert point.epoch == 2 and point.train_hours > 0
@@ -65,3 +64,9 @@ def test_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_pat
     empty = Yolo11TrainConfig(data=str(tiny_data), project=str(tmp_path / "none"), name="x")
     with pytest.raises(TrainError, match="nothing to resume"):
         train_yolo11(empty, resume=True)
+
+
+def _assert_no_machine_paths(snapshot, *absolute_paths):
+    for absolute in absolute_paths:
+        leaks = [p.name for p in snapshot.iterdir() if str(absolute).encode() in p.read_bytes()]
+        assert not leaks, f"{absolute} is in {leaks}"

@@ -209,7 +209,8 @@ def _relative(args: dict[str, Any]) -> dict[str, Any]:
 
 def scrub_snapshot(snap: Path) -> None:
     """No absolute paths of this machine in a committed snapshot: the checkpoint's
-    ``train_args`` and ``args.yaml`` get paths relative to the repository root."""
+    ``train_args``, the models' arguments and the weights path a resume loaded them from
+    (``pt_path``), and ``args.yaml`` get paths relative to the repository root."""
     import torch
     import yaml
 
@@ -225,6 +226,9 @@ def scrub_snapshot(snap: Path) -> None:
         if isinstance(ckpt.get("git"), dict):  # Ultralytics records the repository's folder
             ckpt["git"] = {k: v for k, v in ckpt["git"].items() if k != "root"}
         for key in ("model", "ema"):  # the models carry the run's arguments too
+            pt_path = getattr(ckpt.get(key), "pt_path", None)  # the weights a resume loaded
+            if isinstance(pt_path, str) and os.path.isabs(pt_path):
+                ckpt[key].pt_path = os.path.relpath(pt_path)
             args = getattr(ckpt.get(key), "args", None)
             if isinstance(args, dict):
                 ckpt[key].args = _relative(args)
