@@ -93,13 +93,20 @@ _BATCH4 = {"max_batch_size": 4, "preferred_batch_sizes": (2, 4), "max_queue_dela
 
 
 def _variant(
-    instances: int, threads: int, spin: bool, *, layout: str = "ensemble", **batching: Any
+    instances: int,
+    threads: int,
+    spin: bool,
+    *,
+    layout: str = "ensemble",
+    solo: int = 0,
+    **batching: Any,
 ) -> dict[str, Any]:
     return {
         "cpu_layout": layout,
         "detector_instances": instances,
         "detector_threads": threads,
         "detector_spin": spin,
+        "detector_solo_threads": solo,
         **_BATCH,
         **batching,
     }
@@ -119,6 +126,9 @@ TUNING_VARIANTS: dict[str, dict[str, Any]] = {
     "2 detectors x 2 threads, no dynamic batching": _variant(2, 2, False, **_NO_BATCH),
     "one model: 2 instances x 1 thread, batch <= 4, no delay": _variant(
         2, 1, False, layout="single", **_BATCH4
+    ),
+    "one model: 2 instances x 1 thread, 2 when alone, batch <= 4, no delay": _variant(
+        2, 1, False, layout="single", solo=2, **_BATCH4
     ),
     "one model: 1 instance x 2 threads, batch <= 4, no delay": _variant(
         1, 2, False, layout="single", **_BATCH4

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +84,7 @@ class OnnxDetector:
             raise ModelRepositoryError(
                 f"ONNX file {path} does not exist: run 'bonefrac export' to build it"
             )
+        self.threads = threads
         options = session_options(threads=threads, spin=spin)
         try:
             self.session = ort.InferenceSession(
@@ -117,3 +121,56 @@ class OnnxDetector:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """``(batch, 3, H, W)`` float32 -> the first output, e.g. YOLO's ``(batch, 4 + nc, A)``."""
         return self.session.run(self.output_names[:1], {self.input.name: batch})[0]
+
+
+class CoreGate:
+    """Who may take every core: the pipeline runs of one server (all instances of its one-model
+    pipelines, each a separate stub process) share a lock on one directory (the model
+    repository), so a run can tell whether it is alone.
+
+    A run holds the lock shared while it is in progress (:meth:`running`); its detector step asks
+    :meth:`alone`, which upgrades to exclusive only when no other run holds the lock at all. An
+    exclusive holder makes the others wait for it at the start of their run, so a lone request
+    gets both cores without sharing them and, under load, every run keeps to its own thread.
+
+    Args:
+        directory: the directory whose lock the runs share (Linux ``flock``; nothing is written).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self._fd = os.open(directory, os.O_RDONLY)
+        self._exclusive = False
+
+    @contextmanager
+    def running(self) -> Iterator[CoreGate]:
+        """Hold the lock shared for one run."""
+        fcntl.flock(self._fd, fcntl.LOCK_SH)
+        try:
+            yield self
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._exclusive = False
+
+    def alone(self) -> bool:
+        """Whether no other run is in progress; if so, this run holds the lock exclusively
+        until it ends (or :meth:`share`)."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # Linux drops the shared lock before it tries the upgrade: take it back.
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+            return False
+        self._exclusive = True
+        return True
+
+    def share(self) -> None:
+        """Back to shared after an exclusive step, so waiting runs may start."""
+        if self._exclusive:
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+            self._exclusive = False
+
+    def close(self) -> None:
+        """Release the lock and the directory."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

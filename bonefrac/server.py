@@ -118,6 +118,15 @@ def metrics_url_of(grpc_url: str) -> str | None:
     return f"http://{host}:8002/metrics" if port == "8001" else None
 
 
+def _metrics_text(metrics_url: str) -> str:
+    """Triton's metrics page, or "" when it cannot be read."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as answer:
+            return answer.read().decode()
+    except (OSError, ValueError):
+        return ""
+
+
 _STEP_METRIC = re.compile(r"^bonefrac_step_(duration_us|requests)\{([^}]*)\}\s+(\S+)", re.M)
 
 
@@ -127,11 +136,7 @@ def step_times(metrics_url: str, model: str) -> dict[str, tuple[int, int]]:
     ``bonefrac_step_requests``, labelled ``model`` and ``step``): step (``preprocess``,
     ``detector``, ``postprocess``) -> ``(requests, nanoseconds)``. Empty when the metrics
     cannot be read or ``model`` has none (an ensemble's steps have Triton's statistics)."""
-    try:
-        with urllib.request.urlopen(metrics_url, timeout=5) as answer:
-            text = answer.read().decode()
-    except (OSError, ValueError):
-        return {}
+    text = _metrics_text(metrics_url)
     found: dict[str, dict[str, float]] = {}
     for kind, labels, value in _STEP_METRIC.findall(text):
         named = dict(re.findall(r'(\w+)="([^"]*)"', labels))
@@ -141,6 +146,22 @@ def step_times(metrics_url: str, model: str) -> dict[str, tuple[int, int]]:
         step: (int(v.get("requests", 0)), int(v.get("duration_us", 0) * 1000))
         for step, v in found.items()
     }
+
+
+_RUNS_METRIC = re.compile(r"^bonefrac_detector_runs\{([^}]*)\}\s+(\S+)", re.M)
+
+
+def detector_runs(metrics_url: str, model: str) -> dict[int, int]:
+    """Detector runs of a one-model pipeline by ONNX Runtime threads (the counter
+    ``bonefrac_detector_runs`` on Triton's metrics port): threads -> runs. Empty when the metrics
+    cannot be read or ``model`` has none."""
+    text = _metrics_text(metrics_url)
+    runs: dict[int, int] = {}
+    for labels, value in _RUNS_METRIC.findall(text):
+        named = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if named.get("model") == model:
+            runs[int(named["threads"])] = int(float(value))
+    return runs
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -56,11 +56,15 @@ class BatchingSpec:
 
     Defaults, and why (CPU profile, 2 cores), measured by the tuning sweep of ``make bench``
     (YOLO11 320 px, idle 2-core machine, 2026-11-24; ``benchmarks/RESULTS.md``):
-        * ``detector_instances=2``, ``detector_threads=2``, ``detector_spin=False``: two ONNX
-          Runtime sessions keep both cores busy under load, two threads each keep a lone
-          request fast, and without spin-waiting they share the cores with each other and with
-          the Python pre/post-processing (one spinning 2-thread session: 50-67 requests/s at
-          concurrency 8; two 1-thread sessions: fast under load but 26 ms at concurrency 1).
+        * ``detector_instances=2``, ``detector_threads=1``, ``detector_solo_threads=2``,
+          ``detector_spin=False``: two ONNX Runtime sessions of one thread keep both cores busy
+          under load without oversubscribing them; a detector run that finds no other run of
+          the server in progress (a lone request) uses a second session per instance with 2
+          threads (one-model layout only; :class:`bonefrac.runtime.CoreGate`). Without
+          spin-waiting the sessions share the cores with each other and with the Python
+          pre/post-processing. Fixed 2 x 2 threads won for a lone request but oversubscribed the
+          cores under load; fixed 2 x 1 thread the reverse (``make bench``'s tuning sweep has
+          all three side by side).
         * ``max_batch_size=4``, ``preferred_batch_sizes=(2, 4)``, ``max_queue_delay_us=0``:
           no delay costs a lone request nothing (p50 17.7 vs 20.2 ms at concurrency 1 with a
           2 ms delay) while queued requests still batch under load. Capping batches at 4 or 8
@@ -83,17 +87,20 @@ class BatchingSpec:
           side in one run (YOLO11 320 px, 2 busy cores, 2026-11-30) it served more requests/s
           with a lower p99 at concurrency 4 and 8, and a lone request no slower; the tuning
           sweep of ``make bench`` (idle, 2026-11-30) agrees: with 2 instances x 2 threads it
-          beat the ensemble of the same settings at concurrency 1 and 4 and tied at 8. One
-          model with 2 instances x 1 thread was faster still at 4 and 8 but slower for a lone
-          request, so the shipped settings keep 2 threads.
+          beat the ensemble of the same settings at concurrency 1 and 4 and tied at 8.
+        * ``detector_solo_threads``: in the one-model layout, the ONNX Runtime threads of a
+          detector run that finds no other run of the server in progress; under load every
+          instance keeps to its ``detector_threads``. 0 (off) or not more than
+          ``detector_threads``: one session per instance.
     """
 
     max_batch_size: int = 4
     preferred_batch_sizes: tuple[int, ...] = (2, 4)
     max_queue_delay_us: int = 0
     detector_instances: int = 2
-    detector_threads: int = 2
+    detector_threads: int = 1
     detector_spin: bool = False
+    detector_solo_threads: int = 2
     preprocess_instances: int = 2
     postprocess_instances: int = 1
     gpu_instances: int = 2
@@ -104,6 +111,10 @@ class BatchingSpec:
         if self.cpu_layout not in CPU_LAYOUTS:
             raise ValueError(
                 f"unknown cpu_layout {self.cpu_layout!r}; choose one of {', '.join(CPU_LAYOUTS)}"
+            )
+        if self.detector_solo_threads < 0:
+            raise ValueError(
+                f"detector_solo_threads must be 0 (off) or more, got {self.detector_solo_threads}"
             )
         if self.max_queue_size < 1:
             raise ValueError(f"max_queue_size must be at least 1, got {self.max_queue_size}")

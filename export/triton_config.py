@@ -266,7 +266,12 @@ def _single(spec: DetectorSpec) -> mc.ModelConfig:
     dims, _ = warmup_shape(spec)
     _params(
         model,
-        {**_served_params(spec, "cpu"), **_onnx_runtime_params(spec), "warmup_dims": dims},
+        {
+            **_served_params(spec, "cpu"),
+            **_onnx_runtime_params(spec),
+            "solo_threads": str(b.detector_solo_threads),
+            "warmup_dims": dims,
+        },
     )
     return model
 

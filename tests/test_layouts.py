@@ -151,3 +151,51 @@ def test_per_step_metrics_appear_and_grow(servers, valid_images):
         assert ns > ns0, key
     # the ensemble has its step models' statistics instead, and no such metrics
     assert step_times(servers["ensemble"].metrics_url, "yolo11") == {}
+
+
+def test_a_lone_request_runs_on_every_core_and_concurrent_ones_on_their_own(
+    repository, reference, valid_images, tmp_path
+):
+    """``detector_solo_threads``: 2 instances x 1 thread, 2 threads for a run that is alone."""
+    from bonefrac.server import detector_runs
+
+    repo = tuning_repository(
+        repository,
+        "yolo11",
+        tmp_path / "repo",
+        cpu_layout="single",
+        detector_instances=2,
+        detector_threads=1,
+        detector_solo_threads=2,
+    )
+    server = TritonServer.ephemeral(
+        repo,
+        model_control="explicit",
+        load_models=["yolo11"],
+        startup_timeout_s=180,
+        log_path=tmp_path / "tritonserver.log",
+    ).start()
+    try:
+        images = [p.read_bytes() for p in valid_images[:6]]
+        with DetectionClient(server.grpc_url, model="yolo11", timeout_s=60) as client:
+            for data in images:  # one at a time: each run is alone
+                served = client.detect(data, conf_threshold=CONF)
+                expected = reference.detect(data, conf_threshold=CONF)
+                assert len(served) == len(expected) > 0
+                np.testing.assert_allclose(served.xyxy, expected.xyxy, atol=0.01, rtol=0)
+        assert detector_runs(server.metrics_url, "yolo11") == {1: 0, 2: len(images)}
+
+        async def concurrently():
+            from bonefrac.client import AsyncDetectionClient
+
+            async with AsyncDetectionClient(server.grpc_url, model="yolo11") as client:
+                return await client.detect_many(images * 8, conf_threshold=CONF)
+
+        answers = asyncio.run(concurrently())
+        assert [len(a) for a in answers] == [len(a) for a in answers[:6]] * 8  # none failed
+        assert len(answers[0]) > 0
+        runs = detector_runs(server.metrics_url, "yolo11")
+        assert runs[1] > 0, runs  # runs that overlapped another kept to one thread
+        assert server.is_ready()
+    finally:
+        server.stop()

@@ -9,10 +9,16 @@ step models' own functions (``bonefrac.triton_models._steps``); a request that f
 that step model's error (e.g. ``yolo11_preprocess: ...``) and the others go on. The ONNX file is
 the newest version of ``<name>_detector``, read at load time.
 
+With the ``solo_threads`` parameter above ``intra_op_threads``, each instance holds a second
+ONNX Runtime session with that many threads and uses it when no other run of the server is in
+progress (:class:`bonefrac.runtime.CoreGate`, a lock on the model repository): a lone request
+gets every core, while under load each instance keeps to its own thread.
+
 Per-step time goes to Triton's metrics port as two counters labelled ``model`` and ``step``
 (``preprocess``, ``detector``, ``postprocess``): ``bonefrac_step_duration_us`` (a batch's step
 time counted once for each request in it: the time each request spent in the step) and
-``bonefrac_step_requests``; their ratio is the step's time per request.
+``bonefrac_step_requests``; their ratio is the step's time per request. Detector runs are
+counted by the threads they ran on: ``bonefrac_detector_runs`` (labels ``model``, ``threads``).
 """
 
 import json
@@ -23,6 +29,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from bonefrac.pipeline import latest_version, postprocessor, preprocessor
+from bonefrac.runtime import CoreGate
 from bonefrac.spec import spec_from_json
 from bonefrac.triton_models._steps import (
     load_detector,
@@ -41,14 +48,20 @@ class TritonPythonModel:
         params = model_parameters(json.loads(args["model_config"]))
         self.spec = spec_from_json(required_parameter(params, "spec", model=self.name))
         detector_dir = Path(args["model_repository"]).parent / self.spec.detector
-        self.detector = load_detector(
-            str(latest_version(detector_dir) / self.spec.onnx_file), params
-        )
+        onnx_path = str(latest_version(detector_dir) / self.spec.onnx_file)
+        self.detector = load_detector(onnx_path, params)
+        threads = int(params.get("intra_op_threads", "0") or 0)
+        solo_threads = int(params.get("solo_threads", "0") or 0)
+        self.solo, self.gate = None, None
+        if threads and solo_threads > threads:
+            self.solo = load_detector(onnx_path, {**params, "intra_op_threads": str(solo_threads)})
+            self.gate = CoreGate(Path(args["model_repository"]).parent)
         # ONNX Runtime's first run is slow: have it before the first request (the config's
         # warm-up runs on the served input, an encoded image, which zeros are not).
         warmup_dims = json.loads(params.get("warmup_dims", "[]"))
-        if warmup_dims:
-            self.detector.run(np.zeros((1, *warmup_dims), np.float32))
+        for detector in (self.detector, self.solo):
+            if warmup_dims and detector is not None:
+                detector.run(np.zeros((1, *warmup_dims), np.float32))
         self.preprocess = preprocessor(self.spec)
         self.postprocess = postprocessor(self.spec)
         self.families = (
@@ -67,8 +80,24 @@ class TritonPythonModel:
             step: tuple(f.Metric(labels={"model": self.name, "step": step}) for f in self.families)
             for step in STEPS
         }
+        self.runs_family = pb_utils.MetricFamily(
+            name="bonefrac_detector_runs",
+            description="Detector runs of a one-model pipeline by ONNX Runtime threads",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.runs = {
+            n: self.runs_family.Metric(labels={"model": self.name, "threads": str(n)})
+            for n in {threads, solo_threads if self.solo else threads}
+        }
 
     def execute(self, requests):
+        if self.gate is None:
+            return self._execute(requests, self.detector)
+        with self.gate.running():
+            return self._execute(requests, None)
+
+    def _execute(self, requests, detector):
+        """``detector``: the session to run, or None to ask the gate (alone: the solo one)."""
         responses = [None] * len(requests)
         inputs = {}
         start = time.perf_counter()
@@ -78,7 +107,13 @@ class TritonPythonModel:
             except Exception as exc:  # one bad image fails its own request only
                 responses[i] = error_response(pb_utils, exc, model=self.spec.preprocess)
         start = self._record("preprocess", start, len(requests))
-        raws = run_grouped(self.detector, {i: images for i, (images, _) in inputs.items()})
+        if detector is None:
+            detector = self.solo if self.gate.alone() else self.detector
+        raws = run_grouped(detector, {i: images for i, (images, _) in inputs.items()})
+        if self.gate is not None:
+            self.gate.share()
+        if inputs:
+            self.runs[detector.threads].increment(len({a.shape[1:] for a, _ in inputs.values()}))
         start = self._record("detector", start, len(raws))
         for i, raw in raws.items():
             if isinstance(raw, Exception):
@@ -113,4 +148,8 @@ class TritonPythonModel:
 
     def finalize(self):
         self.metrics.clear()  # the metrics go before their families
+        self.runs.clear()
         self.families = ()
+        self.runs_family = None
+        if self.gate is not None:
+            self.gate.close()
