@@ -121,12 +121,12 @@ def _quotient(num: float, den: float, note: str = "") -> tuple[float, str] | Non
     return num / den, f"{num:.2f} / {den:.2f}{note} = {num / den:.2f}"
 
 
-def _guide_at(concurrency: int) -> Measure:
-    """Served over the best layout of Ultralytics' Triton guide (one or several client
-    threads), both at ``concurrency``."""
+def _guide_at(concurrency: int, top: dict[str, Any] | None = None) -> Measure:
+    """Served at ``concurrency`` (or the best of the steps matching ``top``) over the best
+    layout of Ultralytics' Triton guide (one or several client threads) at ``concurrency``."""
 
     def measure(runs: Runs, ap: dict) -> tuple[float, str] | None:
-        served = at(runs, concurrency, **SERVED)
+        served = at(runs, concurrency, **SERVED) if top is None else best(runs, **top)
         guide = best(runs, target="ultralytics-triton", concurrency=concurrency)
         if not (served and guide):
             return None
@@ -220,6 +220,11 @@ RULES: tuple[Rule, ...] = (
         "(its best client threads)",
         _guide_at(4),
         2.0,
+    ),
+    Rule(
+        "in-process ceiling (no server) vs Ultralytics' Triton-guide layout at concurrency 4: "
+        "the most any server could reach",
+        _guide_at(4, {"target": "in-process"}),
     ),
     *(
         Rule(
