@@ -135,11 +135,23 @@ class CoreGate:
 
     Args:
         directory: the directory whose lock the runs share (Linux ``flock``; nothing is written).
+
+    Raises:
+        OSError: the directory cannot be opened or locked exclusively here (e.g. a network file
+            system that locks only files opened for writing).
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self._fd = os.open(directory, os.O_RDONLY)
         self._exclusive = False
+        try:  # the locks this gate takes must work here
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            pass  # held by another run: locking works
+        except OSError:
+            self.close()
+            raise
 
     @contextmanager
     def running(self) -> Iterator[CoreGate]:

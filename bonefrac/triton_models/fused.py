@@ -54,8 +54,16 @@ class TritonPythonModel:
         solo_threads = int(params.get("solo_threads", "0") or 0)
         self.solo, self.gate = None, None
         if threads and solo_threads > threads:
-            self.solo = load_detector(onnx_path, {**params, "intra_op_threads": str(solo_threads)})
-            self.gate = CoreGate(Path(args["model_repository"]).parent)
+            try:
+                self.gate = CoreGate(Path(args["model_repository"]).parent)
+            except OSError as exc:  # serve without the solo session rather than not at all
+                pb_utils.Logger.log_warn(
+                    f"{self.name}: no {solo_threads}-thread runs for lone requests, the model "
+                    f"repository cannot be locked here ({exc})"
+                )
+            else:
+                params = {**params, "intra_op_threads": str(solo_threads)}
+                self.solo = load_detector(onnx_path, params)
         # ONNX Runtime's first run is slow: have it before the first request (the config's
         # warm-up runs on the served input, an encoded image, which zeros are not).
         warmup_dims = json.loads(params.get("warmup_dims", "[]"))
