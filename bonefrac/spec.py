@@ -55,16 +55,16 @@ class BatchingSpec:
     """Dynamic batching and instances.
 
     Defaults, and why (CPU profile, 2 cores), measured by the tuning sweep of ``make bench``
-    (YOLO11 320 px, idle 2-core machine, 2026-11-24; ``benchmarks/RESULTS.md``):
+    (YOLO11 320 px, idle 2-core machines, 2026-11-24 and 2026-11-30; ``benchmarks/RESULTS.md``):
         * ``detector_instances=2``, ``detector_threads=1``, ``detector_solo_threads=2``,
           ``detector_spin=False``: two ONNX Runtime sessions of one thread keep both cores busy
           under load without oversubscribing them; a detector run that finds no other run of
           the server in progress (a lone request) uses a second session per instance with 2
           threads (one-model layout only; :class:`bonefrac.runtime.CoreGate`). Without
           spin-waiting the sessions share the cores with each other and with the Python
-          pre/post-processing. Fixed 2 x 2 threads won for a lone request but oversubscribed the
-          cores under load; fixed 2 x 1 thread the reverse (``make bench``'s tuning sweep has
-          all three side by side).
+          pre/post-processing. Fixed 2 x 2 threads gives the same lone-request latency but
+          oversubscribes the cores under load (a higher p99); fixed 2 x 1 thread makes a lone
+          request slower (``make bench``'s tuning sweep has all three side by side).
         * ``max_batch_size=4``, ``preferred_batch_sizes=(2, 4)``, ``max_queue_delay_us=0``:
           no delay costs a lone request nothing (p50 17.7 vs 20.2 ms at concurrency 1 with a
           2 ms delay) while queued requests still batch under load. Capping batches at 4 or 8
