@@ -88,7 +88,7 @@ _BATCH = {"max_batch_size": 8, "preferred_batch_sizes": (2, 4, 8), "max_queue_de
 _NO_BATCH = {"max_batch_size": 1, "preferred_batch_sizes": (), "max_queue_delay_us": 0}
 
 
-#: The shipped batching: batches up to 4 (preferred 2 and 4), no queue delay.
+#: Batches up to 4 (preferred 2 and 4), no queue delay.
 _BATCH4 = {"max_batch_size": 4, "preferred_batch_sizes": (2, 4), "max_queue_delay_us": 0}
 
 
@@ -129,6 +129,9 @@ TUNING_VARIANTS: dict[str, dict[str, Any]] = {
     ),
     "one model: 2 instances x 1 thread, 2 when alone, batch <= 4, no delay": _variant(
         2, 1, False, layout="single", solo=2, **_BATCH4
+    ),
+    "one model: 2 instances x 1 thread, 2 when alone, batch <= 4 preferring 2, no delay": (
+        _variant(2, 1, False, layout="single", solo=2, **{**_BATCH4, "preferred_batch_sizes": (2,)})
     ),
     "one model: 1 instance x 2 threads, batch <= 4, no delay": _variant(
         1, 2, False, layout="single", **_BATCH4
