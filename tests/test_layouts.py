@@ -20,6 +20,17 @@ pytestmark = pytest.mark.server
 CONF = 0.001  # the bundled models are weak: a low threshold gives many boxes to compare
 
 
+def _yolo11_server(repo, *, log_path) -> TritonServer:
+    """A started tritonserver serving ``repo``'s yolo11 alone."""
+    return TritonServer.ephemeral(
+        repo,
+        model_control="explicit",
+        load_models=["yolo11"],
+        startup_timeout_s=180,
+        log_path=log_path,
+    ).start()
+
+
 @pytest.fixture(scope="module")
 def servers(repository, tmp_path_factory):
     """One server per layout, each serving yolo11 alone, built from the committed repository."""
@@ -28,14 +39,7 @@ def servers(repository, tmp_path_factory):
         for layout in ("ensemble", "single"):
             out = tmp_path_factory.mktemp(layout)
             repo = tuning_repository(repository, "yolo11", out / "repo", cpu_layout=layout)
-            server = TritonServer.ephemeral(
-                repo,
-                model_control="explicit",
-                load_models=["yolo11"],
-                startup_timeout_s=180,
-                log_path=out / "tritonserver.log",
-            )
-            started[layout] = server.start()
+            started[layout] = _yolo11_server(repo, log_path=out / "tritonserver.log")
         yield started
     finally:
         for server in started.values():
@@ -168,13 +172,7 @@ def test_a_lone_request_runs_on_every_core_and_concurrent_ones_on_their_own(
         detector_threads=1,
         detector_solo_threads=2,
     )
-    server = TritonServer.ephemeral(
-        repo,
-        model_control="explicit",
-        load_models=["yolo11"],
-        startup_timeout_s=180,
-        log_path=tmp_path / "tritonserver.log",
-    ).start()
+    server = _yolo11_server(repo, log_path=tmp_path / "tritonserver.log")
     try:
         images = [p.read_bytes() for p in valid_images[:6]]
         with DetectionClient(server.grpc_url, model="yolo11", timeout_s=60) as client:

@@ -21,6 +21,7 @@ time counted once for each request in it: the time each request spent in the ste
 counted by the threads they ran on: ``bonefrac_detector_runs`` (labels ``model``, ``threads``).
 """
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -50,7 +51,7 @@ class TritonPythonModel:
         detector_dir = Path(args["model_repository"]).parent / self.spec.detector
         onnx_path = str(latest_version(detector_dir) / self.spec.onnx_file)
         self.detector = load_detector(onnx_path, params)
-        threads = int(params.get("intra_op_threads", "0") or 0)
+        threads = self.detector.threads
         solo_threads = int(params.get("solo_threads", "0") or 0)
         self.solo, self.gate = None, None
         if threads and solo_threads > threads:
@@ -95,17 +96,14 @@ class TritonPythonModel:
         )
         self.runs = {
             n: self.runs_family.Metric(labels={"model": self.name, "threads": str(n)})
-            for n in {threads, solo_threads if self.solo else threads}
+            for n in {d.threads for d in (self.detector, self.solo) if d is not None}
         }
 
     def execute(self, requests):
-        if self.gate is None:
-            return self._execute(requests, self.detector)
-        with self.gate.running():
-            return self._execute(requests, None)
+        with self.gate.running() if self.gate is not None else contextlib.nullcontext():
+            return self._execute(requests)
 
-    def _execute(self, requests, detector):
-        """``detector``: the session to run, or None to ask the gate (alone: the solo one)."""
+    def _execute(self, requests):
         responses = [None] * len(requests)
         inputs = {}
         start = time.perf_counter()
@@ -115,10 +113,10 @@ class TritonPythonModel:
             except Exception as exc:  # one bad image fails its own request only
                 responses[i] = error_response(pb_utils, exc, model=self.spec.preprocess)
         start = self._record("preprocess", start, len(requests))
-        if detector is None:
-            detector = self.solo if self.gate.alone() else self.detector
+        alone = self.gate is not None and self.gate.alone()
+        detector = self.solo if alone else self.detector
         raws = run_grouped(detector, {i: images for i, (images, _) in inputs.items()})
-        if self.gate is not None:
+        if alone:
             self.gate.share()
         if inputs:
             self.runs[detector.threads].increment(len({a.shape[1:] for a, _ in inputs.values()}))
