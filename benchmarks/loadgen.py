@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,9 @@ class StepResult:
         p50_ms ... p99_ms: latency percentiles of successful requests.
         windows: measurement windows used; stable: whether the last two agreed.
         client_cpu_pct: this process's CPU use during the step (100 % = one core).
+        server_cpu_ms: CPU time of the server's processes (the given one and all below it:
+            tritonserver and its Python-backend stubs) per completed request, or None when
+            no server process was given (in-process targets, perf_analyzer).
         server: composing model -> average ms per request of queue / compute phases.
     """
 
@@ -64,6 +68,7 @@ class StepResult:
     client_cpu_pct: float
     error_samples: list[str] = field(default_factory=list)
     server: dict[str, dict[str, float]] = field(default_factory=dict)
+    server_cpu_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,9 +151,11 @@ async def run_step(
     stability: float = 0.1,
     seed: int = 0,
     stats: Callable[[], dict[str, tuple[int, int]]] | None = None,
+    server_pid: int | None = None,
 ) -> StepResult:
     """Run one step: warm up, then measure windows of ``window_s`` until two consecutive ones
-    agree within ``stability`` on throughput (or ``max_windows`` is reached)."""
+    agree within ``stability`` on throughput (or ``max_windows`` is reached). ``server_pid``:
+    the server's process, whose CPU time (with its children's) is counted per request."""
     if (concurrency is None) == (rate_rps is None):
         raise ValueError("give exactly one of concurrency or rate_rps")
     stop = asyncio.Event()
@@ -163,6 +170,7 @@ async def run_step(
     await _first_answer(window_ref[0])
     windows: list[_Window] = []
     before_stats = stats() if stats else {}
+    server_before = process_tree_cpu_s(server_pid) if server_pid else 0.0
     cpu_before = os.times()
     wall_before = time.perf_counter()
     while True:
@@ -177,6 +185,7 @@ async def run_step(
         if stable or len(windows) >= max_windows:
             break
     cpu_after = os.times()
+    server_cpu = process_tree_cpu_s(server_pid) - server_before if server_pid else None
     wall = time.perf_counter() - wall_before
     after_stats = stats() if stats else {}
     stop.set()
@@ -205,7 +214,36 @@ async def run_step(
         client_cpu_pct=round(100.0 * cpu / wall, 1) if wall else 0.0,
         error_samples=[s for w in windows for s in w.error_samples][:3],
         server=_breakdown(before_stats, after_stats),
+        server_cpu_ms=(
+            round(1000.0 * server_cpu / latencies.size, 3)
+            if server_cpu is not None and latencies.size
+            else None
+        ),
     )
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and every live process
+    below it (Linux ``/proc``; a process that cannot be read counts 0): tritonserver with its
+    Python-backend stubs, or a web server with its workers."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        child = int(stat.parent.name)
+        parents[child] = int(fields[1])
+        used[child] = (int(fields[11]) + int(fields[12])) / tick
+    total = 0.0
+    for proc, seconds in used.items():
+        walk = proc
+        while walk not in (pid, 0, 1) and walk in parents:
+            walk = parents[walk]
+        total += seconds if walk == pid else 0.0
+    return total
 
 
 async def _first_answer(warm_up: _Window, limit_s: float = 120.0) -> None:

@@ -319,7 +319,8 @@ _METHOD = (
     "two agree within 10 % on throughput; percentiles over the measured requests; the "
     "server's own breakdown from Triton's statistics API (and, for a model served as one "
     "Python-backend model, its per-step times from Triton's metrics port); the client's CPU "
-    "use per step."
+    "use per step, and the server's (tritonserver with its Python-backend stubs, or the "
+    "FastAPI process) per request."
 )
 _TARGETS = (
     "- targets: `triton` is the served model over gRPC (encoded image bytes in, boxes "
@@ -344,6 +345,7 @@ def results_markdown(record: dict[str, Any], *, plots: str = "results") -> str:
     runs = record["runs"]
     lines = _results_header(record)
     lines += _targets_section(runs, record.get("ap50") or {}, record.get("ap50_source"))
+    lines += _cpu_section(runs)
     lines += _tuning_section(runs, record.get("shipped_variant"))
     lines += _direct_section(runs)
     lines += _sizes_section(runs)
@@ -394,6 +396,43 @@ def _targets_section(runs: list[dict], ap: dict, ap_source: str | None) -> list[
     if any("2026-11-24" in label for label, _, _ in found):
         after.append(f"Faster R-CNN of 2026-11-24: {FRCNN_BEFORE['source']}.")
     return _section("Targets", ["target", "measured", "verdict"], rows, *after)
+
+
+def _cpu_section(runs: list[dict]) -> list[str]:
+    """Where the CPU goes: each main target's (and layout's) highest-throughput step, its CPU
+    time per request in the load generator and in the server, and the cores that kept busy."""
+    from bonefrac.benchmarks.targets import cpu_ms_per_request, is_main
+
+    tops: dict[tuple, dict] = {}
+    for r in (r for r in runs if is_main(r) and cpu_ms_per_request(r) is not None):
+        key = (r["target"], r.get("model"), r.get("layout"))
+        if key not in tops or r["throughput_rps"] > tops[key]["throughput_rps"]:
+            tops[key] = r
+    if not any(r.get("server_cpu_ms") is not None for r in tops.values()):
+        return []
+    rows = []
+    for r in tops.values():
+        total = cpu_ms_per_request(r)
+        server = r.get("server_cpu_ms")
+        rows.append(
+            f"| {r['target']} | {r.get('model', '')} | {r.get('layout') or ''} | "
+            f"{r['concurrency']} | {r['throughput_rps']:.2f} | "
+            f"{10.0 * r['client_cpu_pct'] / r['throughput_rps']:.2f} | "
+            f"{'' if server is None else f'{server:.2f}'} | {total:.2f} | "
+            f"{total * r['throughput_rps'] / 1000.0:.2f} |"
+        )
+    return _section(
+        "CPU per request (each target's best step)",
+        ["target", "model", "layout", "concurrency", "throughput/s", "load generator ms"]
+        + ["server ms", "total ms", "cores busy"],
+        rows,
+        "CPU time (user + system) over the measured windows, per completed request: the load "
+        "generator's process (for `in-process` and `ultralytics`, the whole pipeline runs "
+        "there) and the server's processes (tritonserver and its Python-backend stubs; the "
+        "FastAPI process). Cores busy = total x throughput: on a saturated machine throughput "
+        "is at most the cores over the total, so a server that costs more CPU per request than "
+        "the in-process pipeline cannot reach its throughput.",
+    )
 
 
 def _tuning_section(runs: list[dict], shipped: str | None) -> list[str]:

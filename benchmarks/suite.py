@@ -56,6 +56,7 @@ async def _sweep(
     max_windows,
     stability=0.1,
     extra: dict[str, Any] | None = None,
+    server_pid: int | None = None,
 ) -> list[dict]:
     from bonefrac.benchmarks import loadgen
 
@@ -71,6 +72,7 @@ async def _sweep(
             warmup_s=warmup_s,
             max_windows=max_windows,
             stability=stability,
+            server_pid=server_pid,
         )
         row = {**step.to_dict(), **(extra or {})}
         runs.append(row)
@@ -187,12 +189,23 @@ class Bench:
     images: list[bytes]
     levels: list[int]
     timing: dict[str, float]
+    #: tritonserver's process: its CPU time (stubs included) per request is recorded
+    server_pid: int | None = None
 
     async def sweep(
-        self, target, name: str, levels=None, stats=None, *, images=None, **extra: Any
+        self,
+        target,
+        name: str,
+        levels=None,
+        stats=None,
+        *,
+        images=None,
+        server_pid: int | None = None,
+        **extra: Any,
     ) -> list[dict]:
         """``target`` at each level (default: the sweep's) on ``images`` (default: the
-        suite's); ``extra`` is added to each step's row."""
+        suite's), counting the CPU time of the server process ``server_pid`` if given;
+        ``extra`` is added to each step's row."""
         return await _sweep(
             target,
             images or self.images,
@@ -200,6 +213,7 @@ class Bench:
             levels=levels or self.levels,
             stats=stats,
             extra=extra,
+            server_pid=server_pid,
             **self.timing,
         )
 
@@ -210,7 +224,14 @@ class Bench:
         target, stats, close = loadgen.triton_target(self.url, model)
         try:
             return await self.sweep(
-                target, "triton", levels, stats, images=images, model=model, **extra
+                target,
+                "triton",
+                levels,
+                stats,
+                images=images,
+                server_pid=self.server_pid,
+                model=model,
+                **extra,
             )
         finally:
             await close()
@@ -230,7 +251,9 @@ def run_tuning(args: argparse.Namespace, images: list[bytes], timing: dict) -> l
             print(f"tuning: {label}", flush=True)
             server = _started(variant, ["yolo11"])
             try:
-                bench = Bench(server.grpc_url, variant, ["yolo11"], images, levels, timing)
+                bench = Bench(
+                    server.grpc_url, variant, ["yolo11"], images, levels, timing, server.pid
+                )
                 runs += asyncio.run(bench.triton("yolo11", variant=label))
             finally:
                 server.stop()
@@ -396,7 +419,12 @@ async def _ultralytics_guide(bench: Bench) -> list[dict]:
             iou=spec.iou_threshold,
         )
         runs += await bench.sweep(
-            target, "ultralytics-triton", levels, model="yolo11", layout=layout
+            target,
+            "ultralytics-triton",
+            levels,
+            server_pid=bench.server_pid,
+            model="yolo11",
+            layout=layout,
         )
     return runs
 
@@ -421,17 +449,17 @@ async def _torchvision(bench: Bench) -> list[dict]:
     return runs
 
 
-async def _baselines(bench: Bench, fastapi_url: str, weights: str | None, imgsz: int) -> list:
+async def _baselines(bench: Bench, fastapi: Any, weights: str | None, imgsz: int) -> list:
     """The in-process ceiling, the FastAPI + ONNX Runtime server, Ultralytics' Triton-guide
     layout, Ultralytics predict and torchvision's Faster R-CNN in PyTorch."""
     from bonefrac.benchmarks import loadgen
     from bonefrac.benchmarks.fastapi_baseline import http_target
 
     runs = await _in_process(bench)
-    target, close = http_target(fastapi_url)
+    target, close = http_target(fastapi.url)
     print("FastAPI + ONNX Runtime", flush=True)
     try:
-        runs += await bench.sweep(target, "fastapi", model="yolo11")
+        runs += await bench.sweep(target, "fastapi", server_pid=fastapi.process.pid, model="yolo11")
     finally:
         await close()
     if weights:
@@ -465,14 +493,14 @@ async def _image_sizes(bench: Bench, sides: list[int]) -> list[dict]:
     return runs
 
 
-async def _on_one_server(bench: Bench, args: argparse.Namespace, fastapi_url: str) -> list:
+async def _on_one_server(bench: Bench, args: argparse.Namespace, fastapi: Any) -> list:
     """Every section that runs against the suite's server, in the report's order."""
     runs: list[dict] = []
     for model in bench.models:
         runs += await _served(bench, model, args.warmup_s)
         if model == "yolo11" and not args.no_perf_analyzer:
             runs += _cross_check(bench, args.window_s, args.stability_pct)
-    runs += await _baselines(bench, fastapi_url, args.weights, args.imgsz)
+    runs += await _baselines(bench, fastapi, args.weights, args.imgsz)
     runs += await _image_sizes(bench, args.sizes)
     runs += await run_detector_direct(bench)
     return runs
@@ -510,10 +538,11 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             images=load_images(args.images, limit=32),
             levels=[int(c) for c in args.concurrency.split(",")],
             timing=timing,
+            server_pid=server.pid,
         )
         fastapi = FastApiServer(str(repo), "yolo11")
         try:
-            runs = asyncio.run(_on_one_server(bench, args, fastapi.url))
+            runs = asyncio.run(_on_one_server(bench, args, fastapi))
         finally:
             fastapi.stop()
         ap = (

@@ -135,6 +135,31 @@ def _guide_at(concurrency: int, top: dict[str, Any] | None = None) -> Measure:
     return measure
 
 
+def cpu_ms_per_request(row: dict) -> float | None:
+    """CPU milliseconds a step spent per completed request on this machine: the load
+    generator's process (which holds the whole pipeline for an in-process target) plus the
+    server's processes; None when the step did not count the server's (an older record,
+    perf_analyzer) or answered nothing."""
+    server = 0.0 if row["target"] in ("in-process", "ultralytics") else row.get("server_cpu_ms")
+    if server is None or row.get("client_cpu_pct") is None or not row["throughput_rps"]:
+        return None
+    return 10.0 * row["client_cpu_pct"] / row["throughput_rps"] + server
+
+
+def _cpu_bound(runs: Runs, ap: dict) -> tuple[float, str] | None:
+    """The in-process ceiling's CPU per request over the best served step's: the fraction of
+    the ceiling that serving can reach when client and server share the machine's cores and
+    keep them all busy."""
+    served, ceiling = best(runs, **SERVED), best(runs, target="in-process")
+    if not (served and ceiling):
+        return None
+    ours, theirs = cpu_ms_per_request(served), cpu_ms_per_request(ceiling)
+    if not (ours and theirs):
+        return None
+    text = f"{theirs:.2f} / {ours:.2f} ms (c{served['concurrency']}) = {theirs / ours:.2f}"
+    return theirs / ours, text
+
+
 def _frcnn_speedup(runs: Runs, ap: dict) -> tuple[float, str] | None:
     served = best(runs, **SERVED_FRCNN)
     return _quotient(served["throughput_rps"], FRCNN_BEFORE["throughput_rps"]) if served else None
@@ -209,6 +234,11 @@ RULES: tuple[Rule, ...] = (
         _lone_request_gap,
         3.0,
         operator.le,
+    ),
+    Rule(
+        "CPU per request, in-process ceiling over served (load generator + server, best steps):"
+        " the fraction of the ceiling that cores shared by client and server allow",
+        _cpu_bound,
     ),
     Rule(
         "served >= {threshold:g} x Ultralytics predict throughput",

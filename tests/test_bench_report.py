@@ -154,3 +154,50 @@ def test_a_step_without_answers_compares_with_nothing():
 
     runs = [_row("triton", 1, 8.0, model="frcnn"), _row("torchvision", 1, 0.0, model="frcnn")]
     assert not [v for v in verdicts(runs) if "torchvision" in v[0]]
+
+
+def test_cpu_per_request_counts_the_server_where_there_is_one():
+    """CPU per request adds the server's processes to the load generator's; the in-process
+    ceiling has no server; a step that did not count its server's CPU gives no figure, and a
+    record without any server CPU has no CPU section (older records read as before)."""
+    from bonefrac.benchmarks.report import _cpu_section
+    from bonefrac.benchmarks.targets import cpu_ms_per_request, verdicts
+
+    served = _row("triton", 8, 150.0, client_cpu_pct=9.0, server_cpu_ms=11.6)
+    ceiling = _row("in-process", 8, 180.0, layout="2 sessions x 1 thread", client_cpu_pct=198.0)
+    assert cpu_ms_per_request(served) == pytest.approx(0.6 + 11.6)
+    assert cpu_ms_per_request(ceiling) == pytest.approx(11.0)
+    assert cpu_ms_per_request(_row("perf_analyzer", 8, 160.0, client_cpu_pct=None)) is None
+    assert cpu_ms_per_request(_row("fastapi", 8, 130.0, client_cpu_pct=8.0)) is None
+    got = {label: text for label, text, _ in verdicts([served, ceiling])}
+    assert got[next(k for k in got if k.startswith("CPU per request"))] == (
+        "11.00 / 12.20 ms (c8) = 0.90"
+    )
+    section = "\n".join(_cpu_section([served, ceiling]))
+    assert "| triton | yolo11 |  | 8 | 150.00 | 0.60 | 11.60 | 12.20 | 1.83 |" in section
+    assert "| in-process | yolo11 | 2 sessions x 1 thread | 8 | 180.00 | 11.00 |  | 11.00 |" in (
+        section
+    )
+    assert _cpu_section([{**served, "server_cpu_ms": None}, ceiling]) == []
+
+
+def test_server_cpu_is_read_from_the_process_and_its_children():
+    """A child and a grandchild burning CPU count towards the parent's CPU time."""
+    import subprocess
+    import sys
+    import time
+
+    from bonefrac.benchmarks.loadgen import process_tree_cpu_s
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+    spawn = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])"
+    parent = subprocess.Popen([sys.executable, "-c", spawn])
+    try:
+        seen = 0.0
+        deadline = time.monotonic() + 60
+        while parent.poll() is None and time.monotonic() < deadline:
+            seen = max(seen, process_tree_cpu_s(parent.pid))
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+    assert seen >= 0.3

@@ -65,6 +65,8 @@ def test_suite_quick(repository, data_dir, tmp_path):
         "Faster R-CNN AP50 on valid within 0.01",
         "served Faster R-CNN vs torchvision in PyTorch",
         "| torchvision | frcnn | 2 threads |",
+        "## CPU per request",
+        "CPU per request, in-process ceiling over served",
     ):
         assert needle in text, needle
     for plot in ("throughput_vs_p99", "server_breakdown", "scaling", "tuning"):
@@ -80,6 +82,10 @@ def test_suite_quick(repository, data_dir, tmp_path):
         and "24 images" in record["ap50_source"]
     )
     assert record["shipped_variant"] in {r.get("variant") for r in rows}
+    # every served or FastAPI step counted its server's CPU (tritonserver with its stubs)
+    for r in rows:
+        if r["target"] in ("triton", "fastapi", "ultralytics-triton"):
+            assert r["server_cpu_ms"] > 0, r
     assert record["elapsed_s"] > 0 and record["started"]
     # shared-memory regions of the detector steps were unregistered and freed
     assert not [p for p in __import__("os").listdir("/dev/shm") if "bonefrac_bench" in p]
