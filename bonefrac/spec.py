@@ -59,8 +59,12 @@ class BatchingSpec:
         * ``detector_instances=2``, ``detector_threads=1``, ``detector_solo_threads=2``,
           ``detector_spin=False``: two ONNX Runtime sessions of one thread keep both cores busy
           under load without oversubscribing them; a detector run that finds no other run of
-          the server in progress (a lone request) uses a second session per instance with 2
-          threads (one-model layout only; :class:`bonefrac.runtime.CoreGate`). Without
+          the server in progress, neither at its start nor at its detector step (a lone
+          request), uses a second session per instance with 2 threads that spin-wait while it
+          runs and stop when it ends (one-model layout only; :class:`bonefrac.runtime.CoreGate`;
+          side by side, 2026-11-30: p50 at concurrency 1 about 1.5 ms lower than without
+          spinning, and at concurrency 8 a quarter as many 2-thread runs as with the check at
+          the detector step alone). Without
           spin-waiting the sessions share the cores with each other and with the Python
           pre/post-processing. Fixed 2 x 2 threads gives the same lone-request latency but
           oversubscribes the cores under load (a higher p99); fixed 2 x 1 thread makes a lone
@@ -92,7 +96,8 @@ class BatchingSpec:
           sweep of ``make bench`` (idle, 2026-11-30) agrees: with 2 instances x 2 threads it
           beat the ensemble of the same settings at concurrency 1 and 4 and tied at 8.
         * ``detector_solo_threads``: in the one-model layout, the ONNX Runtime threads of a
-          detector run that finds no other run of the server in progress; under load every
+          detector run that finds no other run of the server in progress (at its start and at
+          its detector step); under load every
           instance keeps to its ``detector_threads``. 0 (off) or not more than
           ``detector_threads``: one session per instance.
     """

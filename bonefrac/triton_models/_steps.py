@@ -20,13 +20,14 @@ from bonefrac.triton_models._support import optional_per_item, pad_stack
 
 def load_detector(path: str, params: Mapping[str, str]) -> Any:
     """The :class:`bonefrac.runtime.OnnxDetector` of an ONNX file, with the model config's
-    ``intra_op_threads`` and ``allow_spinning`` parameters."""
+    ``intra_op_threads``, ``allow_spinning`` and ``spin_after_run`` parameters."""
     from bonefrac.runtime import OnnxDetector
 
     return OnnxDetector(
         path,
         threads=int(params.get("intra_op_threads", "0") or 0),
         spin=params.get("allow_spinning", "1") != "0",
+        spin_after_run=params.get("spin_after_run", "1") != "0",
     )
 
 
