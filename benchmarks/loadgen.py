@@ -173,17 +173,7 @@ async def run_step(
     server_before = process_tree_cpu_s(server_pid) if server_pid else 0.0
     cpu_before = os.times()
     wall_before = time.perf_counter()
-    while True:
-        window_ref[0] = _Window()
-        await asyncio.sleep(window_s)
-        window_ref[0].end = time.perf_counter()
-        windows.append(window_ref[0])
-        rates = [len(w.latencies) / (w.end - w.start) for w in windows[-2:]]
-        # windows without one answer never agree: there is nothing to measure in them
-        stable = len(rates) == 2 and min(rates) > 0
-        stable = stable and abs(rates[0] - rates[1]) <= stability * max(rates)
-        if stable or len(windows) >= max_windows:
-            break
+    stable = await _measure(window_ref, windows, window_s, max_windows, stability)
     cpu_after = os.times()
     server_cpu = process_tree_cpu_s(server_pid) - server_before if server_pid else None
     wall = time.perf_counter() - wall_before
@@ -244,6 +234,28 @@ def process_tree_cpu_s(pid: int) -> float:
             walk = parents[walk]
         total += seconds if walk == pid else 0.0
     return total
+
+
+async def _measure(
+    window_ref: list[_Window],
+    windows: list[_Window],
+    window_s: float,
+    max_windows: int,
+    stability: float,
+) -> bool:
+    """Measure windows of ``window_s`` into ``windows`` until the last two agree within
+    ``stability`` on throughput or there are ``max_windows``; returns whether they agreed."""
+    while True:
+        window_ref[0] = _Window()
+        await asyncio.sleep(window_s)
+        window_ref[0].end = time.perf_counter()
+        windows.append(window_ref[0])
+        rates = [len(w.latencies) / (w.end - w.start) for w in windows[-2:]]
+        # windows without one answer never agree: there is nothing to measure in them
+        stable = len(rates) == 2 and min(rates) > 0
+        stable = stable and abs(rates[0] - rates[1]) <= stability * max(rates)
+        if stable or len(windows) >= max_windows:
+            return stable
 
 
 async def _first_answer(warm_up: _Window, limit_s: float = 120.0) -> None:
