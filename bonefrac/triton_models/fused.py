@@ -67,8 +67,7 @@ class TritonPythonModel:
                 # alone, its threads spin while it runs (a lone request's latency: 1.5 ms
                 # less at concurrency 1, measured) and stop when it ends (the next run's cores)
                 solo = {"intra_op_threads": str(solo_threads), "allow_spinning": "1"}
-                params = {**params, **solo, "spin_after_run": "0"}
-                self.solo = load_detector(onnx_path, params)
+                self.solo = load_detector(onnx_path, {**params, **solo, "spin_after_run": "0"})
         # ONNX Runtime's first run is slow: have it before the first request (the config's
         # warm-up runs on the served input, an encoded image, which zeros are not).
         warmup_dims = json.loads(params.get("warmup_dims", "[]"))
