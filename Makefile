@@ -70,12 +70,13 @@ test: $(VENV)/.dev chromium
 bench: $(VENV)/.dev
 	$(BIN)/python -m bonefrac.benchmarks.suite --images $(DATA)/valid/images --out benchmarks/results --report benchmarks/RESULTS.md --data $(DATA)/data.yaml
 
-# Long training runs resume from their committed snapshots (docs/train/RUN), in the background
-# under nice, one after another; the log is runs/train.log. Stop: pkill -f bonefrac.train.yolo11
-TRAIN_RUNS ?= docs/train/yolo11n-640
+# Long training runs resume from their committed snapshots (docs/train/RUN: YOLO11 or Faster
+# R-CNN, as the record says), in the background under nice, one after another; the log is
+# runs/train.log. Stop: pkill -f bonefrac.train.resume (pause: pkill -STOP, go on: pkill -CONT).
+TRAIN_RUNS ?= docs/train/frcnn-mnv3-512-gn
 train: $(VENV)/.dev
 	mkdir -p runs
-	nohup nice -n 19 $(BIN)/python -m bonefrac.train.yolo11 $(TRAIN_RUNS) >> runs/train.log 2>&1 &
+	nohup nice -n 19 $(BIN)/python -m bonefrac.train.resume $(TRAIN_RUNS) >> runs/train.log 2>&1 &
 	@echo "training in the background: tail -f runs/train.log"
 
 # Score the newest snapshot of each run with bonefrac eval (valid, 6-class) and rewrite

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bonefrac.errors import BonefracError
-from bonefrac.export.repository import write_repository
 from bonefrac.runtime import file_sha256
 from bonefrac.spec import DetectorSpec
 
@@ -94,6 +93,8 @@ def finish_export(
         replace: overwrite the newest detector version instead of adding one.
     """
     add_metadata(onnx_path, spec, input_note=input_note)
+    from bonefrac.export.repository import write_repository  # Triton's schema: not for training
+
     spec = spec.with_sha256(file_sha256(onnx_path))
     version, files = write_repository(spec, onnx_path, out, profile=profile, replace=replace)
     target = Path(out) / spec.detector / str(version) / spec.onnx_file
@@ -112,7 +113,7 @@ def weights_file(weights: str | Path, *, hint: str) -> Path:
         raise ExportError(
             f"weights file {path} does not exist (bonefrac does not download weights: {hint})"
         )
-    return path
+    return path.resolve()  # Ultralytics' exporter loses a relative path's folder
 
 
 def require_extras(

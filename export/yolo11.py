@@ -5,6 +5,7 @@ ONNX Runtime against PyTorch, and write it into a Triton model repository.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,8 +74,10 @@ def _export_onnx(model, *, imgsz: int, opset: int, folder: Path) -> Path:
         )
     finally:
         os.chdir(cwd)
-    path = Path(out)
-    return path if path.is_absolute() else folder / path
+    path = Path(out) if Path(out).is_absolute() else folder / out
+    if path.parent != folder:  # written next to the weights file: leave nothing there
+        path = Path(shutil.move(path, folder / path.name))
+    return path
 
 
 def _parity_inputs(images: Sequence[Path], *, imgsz: int, seed: int) -> np.ndarray:

@@ -59,7 +59,7 @@ def test_frcnn_group_norm_trains_exports_runs_and_refuses_other_norm(
         + ["--export-to", str(repo), "--export-name", "gnf"],
         tmp_path,
     )
-    assert "epoch 1:" in out and "exported 'gnf'" in out
+    assert "epoch 1/1:" in out and "exported 'gnf'" in out
     run = tmp_path / "runs" / "gn"
     record = json.loads((run / "bonefrac_train.json").read_text())
     assert record["config"]["norm"] == "group"

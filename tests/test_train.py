@@ -87,7 +87,7 @@ def test_frcnn_trains_resumes_exports_and_serves(tiny_data, tmp_path, valid_imag
     run = tmp_path / "runs" / "tinyf"
     assert (run / "last.pth").is_file() and (run / "best.pth").is_file()
     out = _train([*common, "--epochs", "2", "--resume", "--export-to", str(repo)], tmp_path)
-    assert "epoch 2:" in out and "epoch 1:" not in out  # resumed, not restarted
+    assert "epoch 2/2:" in out and "epoch 1/" not in out  # resumed, not restarted
     log = (run / "results.csv").read_text().splitlines()
     assert log[0].startswith("epoch,loss") and len(log) == 3
     record = json.loads((run / "bonefrac_train.json").read_text())

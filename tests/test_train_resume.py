@@ -4,6 +4,7 @@ learning curve is scored by the project's evaluator."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 
@@ -53,7 +54,7 @@ def test_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_pat
     assert _epochs_in(snapshot / "results.csv") == [1, 2]
     _assert_no_machine_paths(snapshot, tmp_path, tiny_data.parent)  # a resume adds pt_path
 
-    point = score_snapshot(snapshot, data=str(tiny_data), imgsz=64)
+    point = score_snapshot(snapshot, data=str(tiny_data))
     epoch, hours = checkpoint_epoch(snapshot / "checkpoint.pt")
     # the checkpoint's training time, rounded to 3.6 s (a fast machine trains this in less)
     assert hours > 0 and point.epoch == epoch == 2 and point.train_hours == round(hours, 3)
@@ -72,3 +73,72 @@ def _assert_no_machine_paths(snapshot, *absolute_paths):
     for absolute in absolute_paths:
         leaks = [p.name for p in snapshot.iterdir() if str(absolute).encode() in p.read_bytes()]
         assert not leaks, f"{absolute} is in {leaks}"
+
+
+def test_frcnn_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_path):
+    """A Faster R-CNN run mirrors a compact snapshot (FP16 weights, no optimizer) every epoch;
+    with its run folder gone, `python -m bonefrac.train.resume` goes on from it, and the curve
+    scorer exports and scores it through the evaluator."""
+    import torch
+
+    from bonefrac.train.curve import frcnn_checkpoint_epoch, read_curve, score_snapshot
+    from bonefrac.train.frcnn import FrcnnTrainConfig, save_snapshot, train_frcnn
+    from bonefrac.train.resume import family, main
+
+    snapshot = tmp_path / "snapshot"
+    config = FrcnnTrainConfig(
+        data=str(tiny_data),
+        epochs=2,
+        batch=2,
+        negatives=0.5,
+        min_size=128,
+        max_size=160,
+        roi_batch=64,
+        rpn_proposals=300,
+        project=str(tmp_path / "runs"),
+        name="tiny",
+        snapshot=str(snapshot),
+    )
+    train_frcnn(FrcnnTrainConfig(**{**config.__dict__, "epochs": 1}), progress=False)
+    state = torch.load(snapshot / "checkpoint.pth", weights_only=True)
+    last = torch.load(config.run_dir / "last.pth", weights_only=True)
+    assert "optimizer" not in state and "optimizer" in last and state["epoch"] == 0
+    assert {v.dtype for v in state["model"].values() if v.is_floating_point()} == {torch.float16}
+    assert (snapshot / "checkpoint.pth").stat().st_size < (
+        config.run_dir / "last.pth"
+    ).stat().st_size / 2
+    assert family(snapshot) == "frcnn" and _epochs_in(snapshot / "results.csv") == [1]
+
+    # A new machine: only the snapshot is left. The record says what to resume with; the
+    # resume goes to the 2 epochs asked for here.
+    shutil.rmtree(tmp_path / "runs")
+    record = json.loads((snapshot / "bonefrac_train.json").read_text())
+    record["config"]["epochs"] = 2
+    (snapshot / "bonefrac_train.json").write_text(json.dumps(record))
+    assert main([str(snapshot)]) == 0
+    assert _epochs_in(snapshot / "results.csv") == [1, 2]
+    resumed = json.loads((config.run_dir / "bonefrac_train.json").read_text())["resumes"]
+    assert resumed[-1]["after_epoch"] == 1 and resumed[-1]["momentum_restarted"] is True
+    assert frcnn_checkpoint_epoch(snapshot)[0] == 2
+
+    point = score_snapshot(snapshot, data=str(tiny_data))
+    assert point.epoch == 2 and point.train_hours > 0 and read_curve(snapshot) == [point]
+    assert 0.0 <= point.ap50 <= 1.0
+    assert save_snapshot(config) == snapshot  # mirroring again replaces, it does not pile up
+    assert sorted(p.name for p in snapshot.iterdir()) == [
+        "bonefrac_train.json",
+        "checkpoint.pth",
+        "curve.csv",
+        "curve.png",
+        "results.csv",
+    ]
+
+
+def test_frcnn_time_budget_fits_the_epochs():
+    from bonefrac.train.frcnn import fit_epochs
+
+    assert fit_epochs(100.0, [10.0]) == 10  # as many as fit at the first epoch's pace
+    assert fit_epochs(100.0, [30.0, 50.0]) == 2  # never fewer than those done
+    assert fit_epochs(5.0, [10.0]) == 1
+    with pytest.raises(ValueError):
+        fit_epochs(100.0, [])

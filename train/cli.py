@@ -29,6 +29,16 @@ def _add_schedule(p: argparse.ArgumentParser, *, epochs: int, batch: int) -> Non
     p.add_argument("--threads", type=int, default=2, help="torch threads")
 
 
+def _add_device(p: argparse.ArgumentParser, *, workers: int) -> None:
+    """--device and --workers."""
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, or a CUDA device on a GPU node (yolo11: 0; frcnn: cuda or cuda:0)",
+    )
+    p.add_argument("--workers", type=int, default=workers, help="data-loader worker processes")
+
+
 def _add_run(p: argparse.ArgumentParser, *, name: str, checkpoint: str) -> None:
     """The run's folder (--project/--name), --resume, and the export after training."""
     p.add_argument("--project", default="runs/train", help="runs folder")
@@ -51,14 +61,20 @@ def _add_yolo11(kinds: argparse._SubParsersAction) -> None:
     )
     y.add_argument("--imgsz", type=int, default=320, help="image size")
     _add_schedule(y, epochs=40, batch=16)
-    y.add_argument("--workers", type=int, default=2, help="loader workers")
+    _add_device(y, workers=2)
+    y.add_argument(
+        "--time-h",
+        type=float,
+        metavar="HOURS",
+        help="train for this long: Ultralytics fits the epoch count and its schedule to it",
+    )
     y.add_argument("--patience", type=int, default=100, help="early-stop patience in epochs")
     y.add_argument(
         "--precision",
         default="float32",
         choices=("float32", "bfloat16"),
-        help="bfloat16: autocast forward and loss on the CPU (faster where the CPU has "
-        "AVX-512 BF16 or AMX: measured in docs/train/README.md)",
+        help="bfloat16: autocast forward and loss (on the CPU faster where it has AVX-512 BF16 "
+        "or AMX: measured in docs/train/README.md; on CUDA Ultralytics' bf16 AMP)",
     )
     y.add_argument(
         "--cache",
@@ -84,6 +100,19 @@ def _add_frcnn(kinds: argparse._SubParsersAction) -> None:
     _cli.add_frcnn_geometry(f)
     _add_schedule(f, epochs=12, batch=4)
     f.add_argument("--lr", type=float, default=0.02, help="peak SGD learning rate")
+    _add_device(f, workers=0)
+    f.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="bfloat16: autocast forward and losses on the device (weights stay float32)",
+    )
+    f.add_argument(
+        "--time-budget-s",
+        type=float,
+        metavar="S",
+        help="fit the epoch count (and the cosine schedule) to this much training time",
+    )
     f.add_argument(
         "--norm",
         default="batch",
@@ -112,6 +141,12 @@ def _add_frcnn(kinds: argparse._SubParsersAction) -> None:
         help="proposals per image after the RPN while training",
     )
     f.add_argument("--val-limit", type=int, metavar="N", help="validate on the first N only")
+    f.add_argument(
+        "--snapshot",
+        metavar="DIR",
+        help="copy checkpoint.pth (FP16 weights, no optimizer), results.csv and the record here "
+        "after every epoch (commit it); resume it anywhere with python -m bonefrac.train.resume",
+    )
     f.add_argument(
         "--pretrained-backbone",
         action="store_true",
@@ -175,9 +210,9 @@ def run_frcnn(args: argparse.Namespace) -> int:
     """Train torchvision Faster R-CNN.
 
     Train torchvision Faster R-CNN from random weights (or a local ImageNet backbone with
-    --pretrained-backbone) on CPU. Polygon labels become boxes; augmentation: horizontal
-    flip, mild brightness/contrast, scale jitter. PROJECT/NAME holds last.pth (every epoch;
-    --resume continues from it), best.pth (by valid AP50), results.csv and
+    --pretrained-backbone) on CPU or a CUDA GPU. Polygon labels become boxes; augmentation:
+    horizontal flip, mild brightness/contrast, scale jitter. PROJECT/NAME holds last.pth
+    (every epoch; --resume continues from it), best.pth (by valid AP50), results.csv and
     bonefrac_train.json.
     """
     from bonefrac.train.frcnn import FrcnnTrainConfig, train_frcnn
@@ -207,3 +242,17 @@ def run_frcnn(args: argparse.Namespace) -> int:
             name,
         )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bonefrac.train.cli MODEL ...``: ``bonefrac train`` on its own, for a GPU node
+    whose PyTorch image has the training packages but not the serving ones (tritonclient)."""
+    import sys
+
+    parser = argparse.ArgumentParser(prog="bonefrac")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return _cli.run(parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

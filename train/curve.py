@@ -73,32 +73,78 @@ def cumulative_seconds(times: list[float]) -> list[float]:
 
 
 def checkpoint_epoch(checkpoint: Path) -> tuple[int, float]:
-    """(epochs completed, training hours so far) of an Ultralytics checkpoint."""
+    """(epochs completed, training hours so far) of an Ultralytics checkpoint.
+
+    A checkpoint stripped at the end of training (``best.pt``: epoch -1) holds the best epoch's
+    weights: that epoch is the one of highest fitness (Ultralytics' 0.1 mAP50 + 0.9 mAP50-95)
+    in its results, and its hours are the training time up to it.
+    """
     import torch
 
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    epoch = int(ckpt.get("epoch", -1)) + 1
     results = ckpt.get("train_results") or {}
     times = cumulative_seconds([float(t) for t in results.get("time") or [0.0]])
+    epoch = int(ckpt.get("epoch", -1)) + 1
+    if epoch == 0 and results.get("metrics/mAP50-95(B)"):
+        fitness = [
+            0.1 * float(a) + 0.9 * float(b)
+            for a, b in zip(results["metrics/mAP50(B)"], results["metrics/mAP50-95(B)"])
+        ]
+        best = max(range(len(fitness)), key=fitness.__getitem__)
+        return best + 1, times[best] / 3600.0
     return epoch, times[-1] / 3600.0
 
 
-def score_snapshot(
-    folder: str | Path, *, data: str, imgsz: int, limit: int | None = None
-) -> CurvePoint:
-    """Export the snapshot's YOLO11 checkpoint and score it on valid; append to curve.csv."""
-    from bonefrac.client.evaluate import evaluate, in_process_model
-    from bonefrac.export.yolo11 import export_yolo11
+def frcnn_checkpoint_epoch(folder: Path) -> tuple[int, float]:
+    """(epochs completed, training hours so far) of a Faster R-CNN snapshot: the checkpoint's
+    epoch, and the sum of its log's epoch times up to it."""
+    import torch
 
-    folder = Path(folder).resolve()  # the exporter writes beside an absolute weights path
-    checkpoint = folder / "checkpoint.pt"
-    epoch, hours = checkpoint_epoch(checkpoint)
-    stray = checkpoint.with_suffix(".onnx")  # Ultralytics' exporter writes beside the weights
+    from bonefrac.train.frcnn import SNAPSHOT_CHECKPOINT
+
+    state = torch.load(folder / SNAPSHOT_CHECKPOINT, map_location="cpu", weights_only=True)
+    epoch = int(state["epoch"]) + 1
+    with (folder / "results.csv").open(newline="") as f:
+        seconds = sum(float(r["epoch_s"]) for r in csv.DictReader(f) if int(r["epoch"]) <= epoch)
+    return epoch, seconds / 3600.0
+
+
+def _export_snapshot(folder: Path, repo: str, *, data: str) -> tuple[str, int, float]:
+    """Export a snapshot's checkpoint (YOLO11 or Faster R-CNN, as its record says) into
+    ``repo``; returns the ensemble's name, the checkpoint's epoch and training hours."""
+    import json
+
+    config = json.loads((folder / "bonefrac_train.json").read_text())["config"]
+    if "arch" not in config:
+        from bonefrac.export.yolo11 import export_yolo11
+
+        export_yolo11(out=repo, weights=folder / "checkpoint.pt", imgsz=config["imgsz"])
+        return ("yolo11", *checkpoint_epoch(folder / "checkpoint.pt"))
+    from bonefrac.dataset import YoloDataset, make_protocol
+    from bonefrac.export.frcnn import export_frcnn
+    from bonefrac.train.frcnn import SNAPSHOT_CHECKPOINT
+
+    export_frcnn(
+        out=repo,
+        class_names=make_protocol(config["protocol"], YoloDataset.from_yaml(data).names).names,
+        weights=folder / SNAPSHOT_CHECKPOINT,
+        arch=config["arch"],
+        min_size=config["min_size"],
+        max_size=config["max_size"],
+    )
+    return ("frcnn", *frcnn_checkpoint_epoch(folder))
+
+
+def score_snapshot(folder: str | Path, *, data: str, limit: int | None = None) -> CurvePoint:
+    """Export the snapshot's checkpoint (YOLO11 or Faster R-CNN) and score it on valid; append
+    the point to curve.csv and redraw curve.png."""
+    from bonefrac.client.evaluate import evaluate, in_process_model
+
+    folder = Path(folder).resolve()
     with tempfile.TemporaryDirectory(prefix="bonefrac-curve-") as repo:
-        export_yolo11(out=repo, weights=checkpoint, imgsz=imgsz, name="yolo11")
-        stray.unlink(missing_ok=True)
+        name, epoch, hours = _export_snapshot(folder, repo, data=data)
         report = evaluate(
-            in_process_model(repo, "yolo11"),
+            in_process_model(repo, name),
             data=data,
             split="valid",
             protocol="6class",
@@ -157,7 +203,7 @@ def plot_curve(folder: str | Path, *, published_ap50: float | None = None) -> Pa
     return out
 
 
-def watch(folder: str | Path, *, data: str, imgsz: int, every: int, poll_s: float = 60.0) -> None:
+def watch(folder: str | Path, *, data: str, every: int, poll_s: float = 60.0) -> None:
     """Score the snapshot each time its epoch reaches a multiple of ``every`` (runs beside the
     training, until interrupted)."""
     folder = Path(folder)
@@ -167,7 +213,7 @@ def watch(folder: str | Path, *, data: str, imgsz: int, every: int, poll_s: floa
         if checkpoint.is_file():
             epoch, _ = checkpoint_epoch(checkpoint)
             if epoch % every == 0 and epoch not in scored:
-                point = score_snapshot(folder, data=data, imgsz=imgsz)
+                point = score_snapshot(folder, data=data)
                 scored.add(point.epoch)
                 print(
                     f"epoch {point.epoch}: AP50 {point.ap50:.4f} AP50-95 {point.ap50_95:.4f} "
@@ -190,13 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, metavar="DATA.yaml", help="dataset yaml")
     p.add_argument("--every", type=int, metavar="N", help="watch; score every N-th epoch")
     args = p.parse_args(argv)
-    import json
-
-    imgsz = json.loads((Path(args.snapshot) / "bonefrac_train.json").read_text())["config"]["imgsz"]
     if args.every:
-        watch(args.snapshot, data=args.data, imgsz=imgsz, every=args.every)
+        watch(args.snapshot, data=args.data, every=args.every)
         return 0
-    point = score_snapshot(args.snapshot, data=args.data, imgsz=imgsz)
+    point = score_snapshot(args.snapshot, data=args.data)
     print(f"epoch {point.epoch}: AP50 {point.ap50:.4f} AP50-95 {point.ap50_95:.4f}")
     return 0
 

@@ -15,7 +15,7 @@ import platform
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,18 @@ class FrcnnTrainConfig:
             2000 in torchvision; inference keeps torchvision's 1000).
         pretrained_backbone: start from torchvision's ImageNet backbone weights (needs them in
             the torch cache; nothing is downloaded offline).
+        device: ``cpu`` or a CUDA device (``cuda``, ``cuda:0``) on a GPU node.
+        workers: data-loader worker processes (0: decode in the training process).
+        precision: ``float32``, or ``bfloat16``: autocast of the forward pass and losses on the
+            device (weights, gradients and optimizer stay float32).
+        time_budget_s: fit the schedule to this much training time (as Ultralytics' ``time``):
+            after each epoch the epoch count becomes what the mean epoch time allows, and the
+            cosine decay follows it, so a run on any machine ends its schedule in about this
+            time. None: ``epochs`` as given.
         project, name: the run folder ``project/name``.
+        snapshot: a folder (committed with the repository) that receives the run's record, its
+            ``results.csv`` and ``checkpoint.pth`` after every epoch, so that the run resumes
+            on another machine (:func:`resume_snapshot`).
     """
 
     data: str
@@ -72,8 +83,13 @@ class FrcnnTrainConfig:
     roi_batch: int = 512
     rpn_proposals: int = 2000
     pretrained_backbone: bool = False
+    device: str = "cpu"
+    workers: int = 0
+    precision: str = "float32"
+    time_budget_s: float | None = None
     project: str = "runs/train"
     name: str = "frcnn"
+    snapshot: str | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -124,6 +140,15 @@ def _collate(batch):
     return tuple(zip(*batch))
 
 
+def _seed_worker(worker_id: int) -> None:
+    """Give each loader worker its own augmentation stream (a forked worker would otherwise
+    repeat its siblings' flips and gains), the same for a given seed and epoch."""
+    import torch
+
+    info = torch.utils.data.get_worker_info()
+    info.dataset.rng = random.Random(info.seed)
+
+
 def _prepare(config: FrcnnTrainConfig):
     require_extras(("torch", "torchvision"), extra="train", purpose="training", error=TrainError)
     import torch
@@ -134,6 +159,10 @@ def _prepare(config: FrcnnTrainConfig):
         raise TrainError(f"--negatives must lie in [0, 1], got {config.negatives}")
     if config.norm not in FRCNN_NORMS:
         raise TrainError(f"--norm must be one of {', '.join(FRCNN_NORMS)}, got {config.norm!r}")
+    if config.precision not in ("float32", "bfloat16"):
+        raise TrainError(f"--precision must be float32 or bfloat16, got {config.precision!r}")
+    if config.device != "cpu" and not torch.cuda.is_available():
+        raise TrainError(f"--device {config.device}: this machine has no CUDA device; use cpu")
     if config.norm == "group" and config.pretrained_backbone:
         raise TrainError(
             "--pretrained-backbone holds BatchNorm weights; --norm group trains from scratch: "
@@ -185,6 +214,7 @@ def _build_model(config: FrcnnTrainConfig, spec, *, resume: bool):
     model.transform.min_size = tuple(range(max(32, config.min_size - 64), config.min_size + 1, 32))
     if config.pretrained_backbone and not resume:
         _load_backbone_weights(model, config.arch)
+    model.to(config.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
     model.roi_heads.fg_bg_sampler.batch_size_per_image = config.roi_batch
@@ -220,7 +250,10 @@ class _EpochDraw:
             batch_size=self.config.batch,
             sampler=order,
             collate_fn=_collate,
-            num_workers=0,
+            num_workers=self.config.workers,
+            worker_init_fn=_seed_worker if self.config.workers else None,
+            generator=torch.Generator().manual_seed(rng.getrandbits(32)),
+            pin_memory=self.config.device != "cpu",
         )
 
 
@@ -260,6 +293,22 @@ def _start_record(config: FrcnnTrainConfig, spec) -> None:
     (config.run_dir / "bonefrac_train.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
+#: Options a resumed run may change: where it runs and how long, not what it learns.
+_MAY_CHANGE_ON_RESUME = (
+    "data",
+    "project",
+    "name",
+    "val_limit",
+    "epochs",
+    "device",
+    "workers",
+    "precision",
+    "time_budget_s",
+    "threads",
+    "snapshot",
+)
+
+
 def _resume(config: FrcnnTrainConfig, model, optimizer) -> _Progress:
     """Load ``last.pth`` into the model and optimizer, and note the resume in the run's record
     (what the run became, and when it changed).
@@ -270,20 +319,26 @@ def _resume(config: FrcnnTrainConfig, model, optimizer) -> _Progress:
     import torch
 
     last = config.run_dir / "last.pth"
+    if not last.is_file() and config.snapshot:
+        restore_snapshot(config)
     if not last.is_file():
         raise TrainError(f"nothing to resume: {last} does not exist")
-    state = torch.load(last, map_location="cpu", weights_only=True)
+    state = torch.load(last, map_location=config.device, weights_only=True)
     saved = {**asdict(FrcnnTrainConfig(data=config.data)), **state["config"]}
     differ = [
         f"--{k.replace('_', '-')} {saved[k]} (now {v})"
         for k, v in asdict(config).items()
-        if k not in ("data", "project", "name", "val_limit", "epochs") and saved.get(k) != v
+        if k not in _MAY_CHANGE_ON_RESUME and saved.get(k) != v
     ]
     if differ:
         raise TrainError("resume with the options the run was started with: " + ", ".join(differ))
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    progress = _Progress(state["epoch"] + 1, state["best_ap50"], state["step"])
+    model.load_state_dict(state["model"])  # FP16 weights of a snapshot become float32 here
+    if "optimizer" in state:  # a snapshot has none: the momentum restarts from zero
+        optimizer.load_state_dict(state["optimizer"])
+    # Without best.pth (a new machine: the snapshot keeps the last epoch only) the best is the
+    # best since this resume.
+    best_ap50 = state["best_ap50"] if (config.run_dir / "best.pth").is_file() else -1.0
+    progress = _Progress(state["epoch"] + 1, best_ap50, state["step"])
     record_path = config.run_dir / "bonefrac_train.json"
     if record_path.is_file():
         record = json.loads(record_path.read_text())
@@ -292,6 +347,7 @@ def _resume(config: FrcnnTrainConfig, model, optimizer) -> _Progress:
                 "after_epoch": progress.epoch,
                 "epochs": config.epochs,
                 "planned_before": record["config"]["epochs"],
+                "momentum_restarted": "optimizer" not in state,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )
@@ -305,11 +361,22 @@ _LOSSES = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_r
 _LOG_FIELDS = ("epoch", *_LOSSES, "lr", "val_ap50", "val_ap50_95", "epoch_s")
 
 
+def _autocast(config: FrcnnTrainConfig):
+    """bfloat16 autocast on the run's device, or nothing."""
+    import contextlib
+
+    import torch
+
+    if config.precision != "bfloat16":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(config.device).type, dtype=torch.bfloat16)
+
+
 def _train_epoch(
-    model, optimizer, params, batches, *, lr_at, run: _Progress, epochs: int, show: bool
+    model, optimizer, params, batches, *, lr_at, run: _Progress, config: FrcnnTrainConfig, show
 ) -> dict[str, float]:
-    """One pass over the epoch's batches, with a progress bar when ``show``; returns the mean of
-    each loss and advances ``run.step``.
+    """One pass over the epoch's batches on ``config.device``, with a progress bar when
+    ``show``; returns the mean of each loss and advances ``run.step``.
 
     Raises:
         TrainError: when the loss stops being finite.
@@ -320,11 +387,16 @@ def _train_epoch(
     model.train()
     sums: dict[str, float] = {}
     count = 0
-    bar = tqdm(batches, desc=f"epoch {run.epoch + 1}/{epochs}", disable=not show)
+    bar = tqdm(batches, desc=f"epoch {run.epoch + 1}/{config.epochs}", disable=not show)
+    device = torch.device(config.device)
     for images, targets in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(run.step)
-        losses = model(list(images), list(targets))
+        images = [im.to(device, non_blocking=True) for im in images]
+        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        with _autocast(config):
+            losses = model(images, targets)
+        losses = {k: v.float() for k, v in losses.items()}
         loss = sum(losses.values())
         if not torch.isfinite(loss):
             raise TrainError(f"loss became {loss.item()} at epoch {run.epoch + 1}; lower --lr")
@@ -335,7 +407,7 @@ def _train_epoch(
         run.step += 1
         count += 1
         for k, v in {**losses, "loss": loss}.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
         bar.set_postfix(loss=f"{sums['loss'] / count:.3f}")
     return {k: round(sums.get(k, 0.0) / max(1, count), 5) for k in _LOSSES}
 
@@ -352,6 +424,11 @@ class _EpochLog:
     def write(self, row: dict[str, float]) -> None:
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([row[k] for k in _LOG_FIELDS])
+
+    def epoch_seconds(self) -> list[float]:
+        """The time of every epoch logged so far (a resumed run's earlier ones too)."""
+        with open(self.path, newline="") as f:
+            return [float(row["epoch_s"]) for row in csv.DictReader(f)]
 
 
 def _save_checkpoints(config: FrcnnTrainConfig, model, optimizer, progress: _Progress, ap50: float):
@@ -389,7 +466,8 @@ def _epoch_loop(
     show: bool,
 ) -> None:
     """The epochs from ``run.epoch`` to ``config.epochs``: train, validate, log a row of
-    ``results.csv``, checkpoint, and print a line each."""
+    ``results.csv``, checkpoint, and print a line each. With a time budget the epoch count (and
+    the learning-rate schedule with it) is fitted to the budget after every epoch."""
     log = _EpochLog(config.run_dir / "results.csv")
     while run.epoch < config.epochs:
         started = time.time()
@@ -400,7 +478,7 @@ def _epoch_loop(
             draw.loader(run.epoch),
             lr_at=lr_at,
             run=run,
-            epochs=config.epochs,
+            config=config,
             show=show,
         )
         ap50, ap = validate()
@@ -413,12 +491,104 @@ def _epoch_loop(
             "epoch_s": round(time.time() - started, 1),
         }
         log.write(row)
+        if config.time_budget_s:
+            epochs = fit_epochs(config.time_budget_s, log.epoch_seconds())
+            if epochs != config.epochs:
+                config = replace(config, epochs=epochs)
+                lr_at = _schedule(config, draw.per_epoch)
+                _record_epochs(config)
         _save_checkpoints(config, model, optimizer, run, ap50)
+        if config.snapshot:
+            save_snapshot(config)
         print(
-            f"epoch {row['epoch']}: loss {row['loss']:.4f}, valid AP50 {ap50:.4f}, "
-            f"AP50-95 {ap:.4f} ({row['epoch_s']} s)",
+            f"epoch {row['epoch']}/{config.epochs}: loss {row['loss']:.4f}, valid AP50 "
+            f"{ap50:.4f}, AP50-95 {ap:.4f} ({row['epoch_s']} s)",
             flush=True,
         )
+
+
+SNAPSHOT_CHECKPOINT = "checkpoint.pth"
+SNAPSHOT_FILES = ("results.csv", "bonefrac_train.json")
+
+
+def save_snapshot(config: FrcnnTrainConfig) -> Path:
+    """Mirror the run into ``config.snapshot``: ``checkpoint.pth`` is ``last.pth`` with FP16
+    weights and without the optimizer (the SGD momentum would double it: MobileNetV3-FPN is 38 MB
+    this way, 150 MB in full), beside the record and ``results.csv``. Each file is replaced
+    atomically, so a run stopped while saving leaves the previous epoch's snapshot.
+
+    Raises:
+        TrainError: the run has no ``last.pth`` yet.
+    """
+    import shutil
+
+    import torch
+
+    last = config.run_dir / "last.pth"
+    if not last.is_file():
+        raise TrainError(f"no {last} to snapshot yet: it is written after the first epoch")
+    snap = Path(config.snapshot or config.run_dir / "snapshot")
+    snap.mkdir(parents=True, exist_ok=True)
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    state.pop("optimizer", None)
+    state["model"] = {
+        k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()
+    }
+    tmp = snap / f".{SNAPSHOT_CHECKPOINT}.tmp"
+    torch.save(state, tmp)
+    tmp.replace(snap / SNAPSHOT_CHECKPOINT)
+    for name in SNAPSHOT_FILES:
+        if (config.run_dir / name).is_file():
+            shutil.copyfile(config.run_dir / name, snap / f".{name}.tmp")
+            (snap / f".{name}.tmp").replace(snap / name)
+    return snap
+
+
+def restore_snapshot(config: FrcnnTrainConfig) -> None:
+    """Seed the run folder from ``config.snapshot`` (a new machine): its record and log, and
+    its checkpoint as ``last.pth``."""
+    import shutil
+
+    snap = Path(config.snapshot or "")
+    if not (snap / SNAPSHOT_CHECKPOINT).is_file():
+        raise TrainError(f"nothing to resume: {snap / SNAPSHOT_CHECKPOINT} does not exist")
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    for name in SNAPSHOT_FILES:
+        if (snap / name).is_file():
+            shutil.copyfile(snap / name, config.run_dir / name)
+    shutil.copyfile(snap / SNAPSHOT_CHECKPOINT, config.run_dir / "last.pth")
+
+
+def resume_snapshot(folder: str | Path, **changes) -> Path:
+    """Resume the run whose snapshot is in ``folder`` with the configuration it was started
+    with (``changes``: options a resume may change, e.g. ``device``); returns ``best.pth``."""
+    folder = Path(folder)
+    record = folder / "bonefrac_train.json"
+    if not record.is_file():
+        raise TrainError(f"{record} does not exist: not a training snapshot folder")
+    saved = json.loads(record.read_text())["config"]
+    fields = FrcnnTrainConfig.__dataclass_fields__
+    config = FrcnnTrainConfig(**{k: v for k, v in saved.items() if k in fields})
+    return train_frcnn(replace(config, snapshot=str(folder), **changes), resume=True)
+
+
+def fit_epochs(budget_s: float, epoch_seconds: list[float]) -> int:
+    """How many epochs fit in ``budget_s`` at the mean of the epochs so far (never fewer than
+    those already done, at least one)."""
+    done = len(epoch_seconds)
+    if not done:
+        raise ValueError("fit_epochs needs the time of at least one epoch")
+    mean_s = sum(epoch_seconds) / done
+    return max(1, done, math.floor(budget_s / mean_s))
+
+
+def _record_epochs(config: FrcnnTrainConfig) -> None:
+    """Keep the run's record on the epoch count a time budget fitted."""
+    path = config.run_dir / "bonefrac_train.json"
+    if path.is_file():
+        record = json.loads(path.read_text())
+        record["config"]["epochs"] = config.epochs
+        path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def train_frcnn(config: FrcnnTrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
@@ -490,7 +660,10 @@ def _validate(model, samples, class_map, spec, protocol, dataset_names) -> tuple
     with torch.no_grad():
         for i, s in enumerate(samples):
             x, _, transform = data.load(i)
-            out = model([torch.from_numpy(x)])[0]
+            device = next(model.parameters()).device
+            out = {
+                k: v.float().cpu() for k, v in model([torch.from_numpy(x).to(device)])[0].items()
+            }
             det = Detections(
                 xyxy=unletterbox_boxes(out["boxes"].numpy(), transform),
                 scores=out["scores"].numpy(),

@@ -94,8 +94,9 @@ def readme_models(cards_path: Path) -> str:
             + (f" (published pretrained {ref['name']}: AP50 {ref['ap50']:.3f})" if ref else "")
         )
     return (
-        "**The bundled models are weak.** Trained here from scratch on the CPU, scored by "
-        "`bonefrac eval` on the valid split (6-class): "
+        "**The bundled models are weak.** Trained by this project from scratch (no pretrained "
+        "weights; each card says on what machine), scored by `bonefrac eval` on the valid split "
+        "(6-class): "
         + "; ".join(parts)
         + ". Each ensemble's default score threshold is its 1-false-positive-per-image "
         "operating point on valid. Model cards with every number and how it was obtained: "
@@ -114,6 +115,15 @@ def with_readme_models(readme: str, cards_path: Path) -> str:
     if not sep or not sep2:
         raise SystemExit(f"the README has no '{README_BEGIN}' ... '{README_END}' block")
     return head + sep + readme_models(cards_path) + "\n" + README_END + tail
+
+
+def _epochs(training: dict[str, Any]) -> str:
+    """Epochs done against the plan: a count, or a time budget the schedule was fitted to."""
+    cfg, done = training.get("config", {}), training.get("epochs_done", "n/a")
+    budget_s = cfg.get("time_budget_s") or (cfg.get("time_h") or 0) * 3600
+    if budget_s:
+        return f"{done}, the schedule fitted to {budget_s / 60:.1f} min of training"
+    return f"{done} of {cfg.get('epochs', 'n/a')} planned"
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -181,7 +191,7 @@ def card(
         f"| data | {DATA_CREDIT} |",
         f"| classes (model) | {', '.join(training.get('class_names') or [])} |",
         f"| image size | {_image_size(cfg)} |",
-        f"| epochs | {training.get('epochs_done', 'n/a')} of {cfg.get('epochs', 'n/a')} planned |",
+        f"| epochs | {_epochs(training)} |",
         f"| batch, seed | {cfg.get('batch', 'n/a')}, {cfg.get('seed', 'n/a')} |",
         "| pretrained weights | none (trained from scratch) |",
         f"| training wall time | {training.get('wall_time', 'n/a')} |",
@@ -259,7 +269,7 @@ def training_record(run_dir: Path, *, shared_cores: str = "") -> dict[str, Any]:
         "epochs_done": len(rows),
         "wall_time": wall,
         "machine": f"{machine.get('platform', 'n/a')}, {machine.get('cpus', '?')} CPU cores, "
-        f"no GPU; {versions}",
+        f"{machine.get('gpu') or 'no GPU'}; {versions}",
     }
 
 

@@ -36,14 +36,59 @@ def yolo_run(folder: Path) -> dict[str, Any] | None:
         return None
     rows = _rows(results)
     hours = [s / 3600 for s in cumulative_seconds([float(r["time"]) for r in rows])]
+    machine = json.loads(record.read_text()).get("machine", {})
     return {
         "name": folder.name,
         "config": _config(record),
+        "machine": machine.get("gpu") or f"{machine.get('cpus', '?')}-core CPU",
+        "gpu": bool(machine.get("gpu")),
         "epochs": [int(float(r["epoch"])) for r in rows],
         "hours": hours,
         "map50": [float(r["metrics/mAP50(B)"]) for r in rows],
         "curve": read_curve(folder),
     }
+
+
+def frcnn_run(folder: Path) -> dict[str, Any] | None:
+    """A Faster R-CNN run's record: config, epochs, hours and the trainer's own valid AP50."""
+    results = folder / "results.csv"
+    record = folder / "bonefrac_train.json"
+    if not results.is_file() or not record.is_file() or "arch" not in _config(record):
+        return None
+    rows = _rows(results)
+    seconds = [float(r["epoch_s"]) for r in rows]
+    return {
+        "name": folder.name,
+        "config": _config(record),
+        "epochs": [int(r["epoch"]) for r in rows],
+        "hours": [sum(seconds[: i + 1]) / 3600 for i in range(len(seconds))],
+        "val_ap50": [float(r["val_ap50"]) for r in rows],
+        "curve": read_curve(folder),
+    }
+
+
+def frcnn_section(runs: list[dict[str, Any]]) -> list[str]:
+    if not runs:
+        return []
+    lines = [
+        "## Faster R-CNN runs",
+        "",
+        "| run | architecture | norm | shorter side | epochs done / planned | training hours | "
+        "valid AP50 (trainer's check), last | valid AP50 (bonefrac eval, 6-class), last |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in runs:
+        cfg, curve = run["config"], run["curve"]
+        last = curve[-1] if curve else None
+        check = f"{run['val_ap50'][-1]:.4f} ({cfg.get('val_limit') or 'all'} images)"
+        lines.append(
+            f"| {run['name']} | {cfg['arch']} | {cfg.get('norm', 'batch')} | "
+            f"{cfg.get('min_size')} | {run['epochs'][-1]} / {cfg.get('epochs')} | "
+            f"{_f(run['hours'][-1], 2)} | {check} | "
+            + (f"{last.ap50:.4f} (epoch {last.epoch})" if last else "not scored yet")
+            + " |"
+        )
+    return lines + [""]
 
 
 def _config(record: Path) -> dict[str, Any]:
@@ -66,17 +111,21 @@ def runs_section(runs: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Runs",
         "",
-        "| run | model | image size | precision | epochs done / planned | training hours | "
-        "val mAP50 (Ultralytics, 7-class), last | valid AP50 (bonefrac eval, 6-class), last |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| run | machine | model | image size | precision | epochs done / planned | "
+        "training hours | val mAP50 (Ultralytics, 7-class), last | "
+        "valid AP50 (bonefrac eval, 6-class), last |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run in runs:
         cfg, curve = run["config"], run["curve"]
         last = curve[-1] if curve else None
+        planned = (
+            f"fitted to {cfg['time_h'] * 60:.1f} min" if cfg.get("time_h") else cfg.get("epochs")
+        )
         lines.append(
-            f"| {run['name']} | {cfg.get('model', '?').removesuffix('.yaml')} | "
+            f"| {run['name']} | {run['machine']} | {cfg.get('model', '?').removesuffix('.yaml')} | "
             f"{cfg.get('imgsz')} | {cfg.get('precision', 'float32')} | "
-            f"{run['epochs'][-1]} / {cfg.get('epochs')} | {_f(run['hours'][-1], 2)} | "
+            f"{run['epochs'][-1]} / {planned} | {_f(run['hours'][-1], 2)} | "
             f"{_f(run['map50'][-1], 4)} | "
             + (f"{last.ap50:.4f} (epoch {last.epoch})" if last else "not scored yet")
             + " |"
@@ -94,12 +143,13 @@ def equal_time_section(runs: list[dict[str, Any]]) -> list[str]:
         "or no epoch had ended by then. "
         "Pick by this slope, not by loss. Times are wall-clock, including whatever else ran on "
         "the machine: a run that shared the cores with other work is understated here (read it "
-        "by epoch as well; the records say what ran beside each).",
+        "by epoch as well; the records say what ran beside each). Runs on a GPU are not in this "
+        "table.",
         "",
         f"| run | {header} |",
         "| --- | " + " | ".join("---" for _ in CHECKPOINTS_H) + " |",
     ]
-    for run in runs:
+    for run in (r for r in runs if not r["gpu"]):
         cells = " | ".join(_f(map50_by(run, h), 4) for h in CHECKPOINTS_H)
         lines.append(f"| {run['name']} | {cells} |")
     return lines + [""]
@@ -171,21 +221,31 @@ def speed_section(docs: Path) -> list[str]:
 
 RESUME = """## Resume, on this machine or a new one
 
-Each long run mirrors its checkpoint (`checkpoint.pt`: weights, optimizer state, epoch and
-schedule), `results.csv` and `args.yaml` into its folder here after every epoch; commit the
-folder before a session ends. A new machine resumes from it (the run folder under `runs/` is
-rebuilt from the snapshot):
+Each long run mirrors its checkpoint into its folder here after every epoch: YOLO11's
+`checkpoint.pt` (weights, optimizer state, epoch and schedule) with `results.csv` and
+`args.yaml`; Faster R-CNN's `checkpoint.pth` (FP16 weights, epoch and schedule; no optimizer
+state, which would make it 150 MB: a resume restarts the SGD momentum) with `results.csv` and
+the record. Commit the folder once before a session ends (not every epoch: each commit of a
+checkpoint adds its whole size to the submission). A new machine resumes from it (the run folder
+under `runs/` is rebuilt from the snapshot):
 
 ```bash
-make train        # resumes every long run below in the background (nice), logs in runs/
+make train        # resumes the long runs of TRAIN_RUNS in the background (nice), logs in runs/
 make train-curve  # scores the newest snapshots with bonefrac eval, updates curve.csv/png
 ```
+
+A run on a GPU node: `bash train/gpu_run.sh DATA.yaml OUT_DIR BUDGET_S` trains YOLO11n and two
+Faster R-CNN variants side by side, each schedule fitted to the budget, and leaves the weights
+and records in OUT_DIR; `bonefrac.train.yolo11.import_run` brings a finished YOLO run into a
+folder here.
 """
 
 
 def render(docs: str | Path) -> str:
     docs = Path(docs)
-    runs = [r for f in sorted(docs.iterdir()) if f.is_dir() and (r := yolo_run(f))]
+    folders = [f for f in sorted(docs.iterdir()) if f.is_dir()]
+    runs = [r for f in folders if (r := yolo_run(f))]
+    frcnn_runs = [r for f in folders if (r := frcnn_run(f))]
     lines = [
         "# Training runs",
         "",
@@ -195,8 +255,9 @@ def render(docs: str | Path) -> str:
         DATA_CREDIT,
         "",
         *runs_section(runs),
+        *frcnn_section(frcnn_runs),
         *equal_time_section(runs),
-        *curves_section(runs),
+        *curves_section(runs + frcnn_runs),
         *speed_section(docs),
         RESUME,
     ]

@@ -27,6 +27,9 @@ class Yolo11TrainConfig:
         seed: seed of initialisation, augmentation and data order.
         threads: torch CPU threads.
         workers: data-loader worker processes.
+        device: ``"cpu"``, or a CUDA device index (``"0"``) on a GPU node.
+        time_h: train for this many hours: Ultralytics fits the epoch count (and the learning
+            rate schedule with it) to the time after every epoch. None: ``epochs`` as given.
         patience: stop after this many epochs without improvement on valid.
         project: folder that holds runs.
         name: this run's folder name inside ``project``.
@@ -50,6 +53,8 @@ class Yolo11TrainConfig:
     seed: int = 0
     threads: int = 2
     workers: int = 2
+    device: str = "cpu"
+    time_h: float | None = None
     patience: int = 100
     project: str = "runs/train"
     name: str = "yolo11n"
@@ -71,9 +76,36 @@ def _prepare(threads: int):
     prepare_ultralytics_offline(threads=threads)
     from ultralytics.utils import torch_utils
 
+    if not _have_polars():
+        _read_results_without_polars()
+
     # Ultralytics resets torch to cpu_count - 1 threads when it selects the CPU.
     torch_utils.NUM_THREADS = threads
     _allow_bf16_autocast_on_cpu()
+
+
+def _have_polars() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("polars") is not None
+
+
+def _read_results_without_polars() -> None:
+    """Ultralytics reads ``results.csv`` back with polars (a 50 MB wheel) at every checkpoint;
+    where it is not installed (a GPU node's own PyTorch image), read it with the csv module."""
+    import csv
+
+    from ultralytics.engine.trainer import BaseTrainer
+
+    def read_results_csv(self) -> dict:
+        try:
+            with open(self.csv, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except OSError:
+            return {}
+        return {k.strip(): [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
+
+    BaseTrainer.read_results_csv = read_results_csv
 
 
 def _allow_bf16_autocast_on_cpu() -> None:
@@ -140,14 +172,15 @@ def train_yolo11(
             deterministic=True,
             workers=config.workers,
             cache=_cache_arg(config.cache),
-            device="cpu",
+            device=config.device,
             amp="bf16" if config.precision == "bfloat16" else False,
+            time=config.time_h,
             pretrained=False,
             patience=config.patience,
             project=str(run_dir.parent),
             name=run_dir.name,
             exist_ok=True,
-            plots=True,
+            plots=_have_polars(),
             verbose=True,
         )
     best = run_dir / "weights" / "best.pt"
@@ -266,14 +299,13 @@ def _save_config(config: Yolo11TrainConfig, run_dir: Path) -> None:
 
     from bonefrac.train.speed import cpu_model
 
+    machine = {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count()}
+    if config.device != "cpu" and torch.cuda.is_available():
+        machine["gpu"] = torch.cuda.get_device_name(int(config.device.split(",")[0]))
     record = {
         "config": asdict(config),
         "versions": {"ultralytics": ultralytics.__version__, "torch": torch.__version__},
-        "machine": {
-            "platform": platform.platform(),
-            "processor": cpu_model(),
-            "cpus": os.cpu_count(),
-        },
+        "machine": machine,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (run_dir / "bonefrac_train.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -285,6 +317,62 @@ def _record_time(run_dir: Path, seconds: float) -> None:
     record.setdefault("sessions_s", []).append(round(seconds, 1))
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def import_run(
+    run_dir: str | Path, snapshot: str | Path, *, data: str, gpu: str | None = None
+) -> Path:
+    """Bring a finished run trained on another machine (a GPU node: ``train/gpu_run.sh``) into
+    a snapshot folder: its ``best.pt`` as ``checkpoint.pt`` (FP16 weights, no optimizer: the
+    schedule has ended), ``results.csv``, ``args.yaml`` and its record, with that machine's
+    paths replaced by this repository's (``data``, ``runs/train``).
+
+    Args:
+        run_dir: the run folder as it came back (``weights/best.pt``, ``results.csv`` ...).
+        snapshot: the folder to write, e.g. ``docs/train/yolo11n-640-gpu``.
+        data: the dataset's ``data.yaml`` here, relative to the repository root.
+        gpu: the GPU it trained on, where the record does not say (older records).
+
+    Raises:
+        TrainError: the run folder lacks its weights, results or record.
+    """
+    import shutil
+
+    import yaml
+
+    run_dir, snap = Path(run_dir), Path(snapshot)
+    needed = ("weights/best.pt", "results.csv", "args.yaml", "bonefrac_train.json")
+    missing = [name for name in needed if not (run_dir / name).is_file()]
+    if missing:
+        raise TrainError(f"{run_dir} is not a finished YOLO11 run: no {', '.join(missing)}")
+    snap.mkdir(parents=True, exist_ok=True)
+    local = {"data": data, "project": "runs/train", "save_dir": f"runs/train/{snap.name}"}
+    args = {**yaml.safe_load((run_dir / "args.yaml").read_text()), **local}
+    (snap / "args.yaml").write_text(yaml.safe_dump(args, sort_keys=False))
+    shutil.copyfile(run_dir / "results.csv", snap / "results.csv")
+    record = json.loads((run_dir / "bonefrac_train.json").read_text())
+    record["config"].update(data=data, project="runs/train", name=snap.name, snapshot=str(snap))
+    if gpu:
+        record["machine"].setdefault("gpu", gpu)
+    (snap / "bonefrac_train.json").write_text(json.dumps(record, indent=2) + "\n")
+    shutil.copyfile(run_dir / "weights" / "best.pt", snap / "checkpoint.pt")
+    _localise_checkpoint(snap / "checkpoint.pt", local)
+    scrub_snapshot(snap)
+    return snap
+
+
+def _localise_checkpoint(path: Path, local: dict[str, str]) -> None:
+    """Replace the training machine's paths in a checkpoint's arguments with ``local``."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(ckpt.get("train_args"), dict):
+        ckpt["train_args"].update(local)
+    for key in ("model", "ema"):
+        args = getattr(ckpt.get(key), "args", None)
+        if isinstance(args, dict):
+            args.update({k: v for k, v in local.items() if k in args})
+    torch.save(ckpt, path)
 
 
 def resume_snapshot(folder: str | Path) -> Path:

@@ -1,0 +1,54 @@
+"""Resume long training runs from their committed snapshots, one after another.
+
+``python -m bonefrac.train.resume docs/train/RUN [docs/train/RUN ...]`` (what ``make train``
+runs): each folder holds a run's record (``bonefrac_train.json``) and checkpoint; the record
+says which trainer it belongs to (YOLO11 or Faster R-CNN), and the run goes on with the
+configuration it was started with. A new machine rebuilds the run folder under ``runs/`` from
+the snapshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bonefrac.train import TrainError
+
+
+def family(folder: str | Path) -> str:
+    """``frcnn`` or ``yolo11``: the trainer a snapshot's record belongs to.
+
+    Raises:
+        TrainError: the folder holds no training record.
+    """
+    record = Path(folder) / "bonefrac_train.json"
+    if not record.is_file():
+        raise TrainError(f"{record} does not exist: not a training snapshot folder")
+    return "frcnn" if "arch" in json.loads(record.read_text()).get("config", {}) else "yolo11"
+
+
+def resume(folder: str | Path) -> Path:
+    """Resume one snapshot's run to the end of its schedule; returns its best checkpoint."""
+    if family(folder) == "frcnn":
+        from bonefrac.train.frcnn import resume_snapshot
+    else:
+        from bonefrac.train.yolo11 import resume_snapshot
+    return resume_snapshot(folder)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bonefrac.train.resume", description=__doc__)
+    p.add_argument("snapshots", nargs="+", help="snapshot folders, e.g. docs/train/RUN")
+    args = p.parse_args(argv)
+    for folder in args.snapshots:
+        try:
+            print(f"best checkpoint: {resume(folder)}", flush=True)
+        except TrainError as exc:
+            print(f"bonefrac train: {exc}")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
