@@ -376,7 +376,8 @@ def _train_epoch(
     model, optimizer, params, batches, *, lr_at, run: _Progress, config: FrcnnTrainConfig, show
 ) -> dict[str, float]:
     """One pass over the epoch's batches on ``config.device``, with a progress bar when
-    ``show``; returns the mean of each loss and advances ``run.step``.
+    ``show`` (its ``data`` is the share of the time spent waiting for the loader: high means
+    add ``--workers``); returns the mean of each loss and advances ``run.step``.
 
     Raises:
         TrainError: when the loss stops being finite.
@@ -389,7 +390,10 @@ def _train_epoch(
     count = 0
     bar = tqdm(batches, desc=f"epoch {run.epoch + 1}/{config.epochs}", disable=not show)
     device = torch.device(config.device)
+    started = mark = time.perf_counter()
+    waited = 0.0
     for images, targets in bar:
+        waited += time.perf_counter() - mark
         for group in optimizer.param_groups:
             group["lr"] = lr_at(run.step)
         images = [im.to(device, non_blocking=True) for im in images]
@@ -408,7 +412,9 @@ def _train_epoch(
         count += 1
         for k, v in {**losses, "loss": loss}.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
-        bar.set_postfix(loss=f"{sums['loss'] / count:.3f}")
+        mark = time.perf_counter()
+        data = waited / max(mark - started, 1e-9)
+        bar.set_postfix(loss=f"{sums['loss'] / count:.3f}", data=f"{data:.0%}")
     return {k: round(sums.get(k, 0.0) / max(1, count), 5) for k in _LOSSES}
 
 

@@ -28,18 +28,27 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def yolo_run(folder: Path) -> dict[str, Any] | None:
-    """A YOLO11 run's record: config, epochs, hours, Ultralytics' own val mAP50 per epoch."""
+def _records(folder: Path, key: str) -> tuple[list[dict[str, str]], dict[str, Any]] | None:
+    """A run folder's ``results.csv`` rows and record, if its config has ``key`` (``imgsz``:
+    YOLO11, ``arch``: Faster R-CNN)."""
     results = folder / "results.csv"
     record = folder / "bonefrac_train.json"
-    if not results.is_file() or not record.is_file() or "imgsz" not in _config(record):
+    if not results.is_file() or not record.is_file():
         return None
-    rows = _rows(results)
+    data = json.loads(record.read_text())
+    return (_rows(results), data) if key in data.get("config", {}) else None
+
+
+def yolo_run(folder: Path) -> dict[str, Any] | None:
+    """A YOLO11 run's record: config, epochs, hours, Ultralytics' own val mAP50 per epoch."""
+    if not (found := _records(folder, "imgsz")):
+        return None
+    rows, record = found
     hours = [s / 3600 for s in cumulative_seconds([float(r["time"]) for r in rows])]
-    machine = json.loads(record.read_text()).get("machine", {})
+    machine = record.get("machine", {})
     return {
         "name": folder.name,
-        "config": _config(record),
+        "config": record["config"],
         "machine": machine.get("gpu") or f"{machine.get('cpus', '?')}-core CPU",
         "gpu": bool(machine.get("gpu")),
         "epochs": [int(float(r["epoch"])) for r in rows],
@@ -51,15 +60,13 @@ def yolo_run(folder: Path) -> dict[str, Any] | None:
 
 def frcnn_run(folder: Path) -> dict[str, Any] | None:
     """A Faster R-CNN run's record: config, epochs, hours and the trainer's own valid AP50."""
-    results = folder / "results.csv"
-    record = folder / "bonefrac_train.json"
-    if not results.is_file() or not record.is_file() or "arch" not in _config(record):
+    if not (found := _records(folder, "arch")):
         return None
-    rows = _rows(results)
+    rows, record = found
     seconds = [float(r["epoch_s"]) for r in rows]
     return {
         "name": folder.name,
-        "config": _config(record),
+        "config": record["config"],
         "epochs": [int(r["epoch"]) for r in rows],
         "hours": [sum(seconds[: i + 1]) / 3600 for i in range(len(seconds))],
         "val_ap50": [float(r["val_ap50"]) for r in rows],
@@ -78,21 +85,20 @@ def frcnn_section(runs: list[dict[str, Any]]) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run in runs:
-        cfg, curve = run["config"], run["curve"]
-        last = curve[-1] if curve else None
+        cfg = run["config"]
         check = f"{run['val_ap50'][-1]:.4f} ({cfg.get('val_limit') or 'all'} images)"
         lines.append(
             f"| {run['name']} | {cfg['arch']} | {cfg.get('norm', 'batch')} | "
             f"{cfg.get('min_size')} | {run['epochs'][-1]} / {cfg.get('epochs')} | "
-            f"{_f(run['hours'][-1], 2)} | {check} | "
-            + (f"{last.ap50:.4f} (epoch {last.epoch})" if last else "not scored yet")
-            + " |"
+            f"{_f(run['hours'][-1], 2)} | {check} | {_scored(run)} |"
         )
     return lines + [""]
 
 
-def _config(record: Path) -> dict[str, Any]:
-    return json.loads(record.read_text()).get("config", {})
+def _scored(run: dict[str, Any]) -> str:
+    """The run's last point of its learning curve (bonefrac eval), for a table cell."""
+    last = run["curve"][-1] if run["curve"] else None
+    return f"{last.ap50:.4f} (epoch {last.epoch})" if last else "not scored yet"
 
 
 def map50_by(run: dict[str, Any], hours: float) -> float | None:
@@ -117,8 +123,7 @@ def runs_section(runs: list[dict[str, Any]]) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run in runs:
-        cfg, curve = run["config"], run["curve"]
-        last = curve[-1] if curve else None
+        cfg = run["config"]
         planned = (
             f"fitted to {cfg['time_h'] * 60:.1f} min" if cfg.get("time_h") else cfg.get("epochs")
         )
@@ -126,9 +131,7 @@ def runs_section(runs: list[dict[str, Any]]) -> list[str]:
             f"| {run['name']} | {run['machine']} | {cfg.get('model', '?').removesuffix('.yaml')} | "
             f"{cfg.get('imgsz')} | {cfg.get('precision', 'float32')} | "
             f"{run['epochs'][-1]} / {planned} | {_f(run['hours'][-1], 2)} | "
-            f"{_f(run['map50'][-1], 4)} | "
-            + (f"{last.ap50:.4f} (epoch {last.epoch})" if last else "not scored yet")
-            + " |"
+            f"{_f(run['map50'][-1], 4)} | {_scored(run)} |"
         )
     return lines + [""]
 

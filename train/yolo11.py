@@ -387,23 +387,3 @@ def resume_snapshot(folder: str | Path) -> Path:
     config = Yolo11TrainConfig(**{k: v for k, v in saved.items() if k in fields})
     config = replace(config, snapshot=str(folder))
     return train_yolo11(config, resume=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m bonefrac.train.yolo11 SNAPSHOT_DIR...``: resume long runs one after another."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m bonefrac.train.yolo11", description=main.__doc__)
-    p.add_argument("snapshots", nargs="+", help="snapshot folders, e.g. docs/train/yolo11n-640")
-    args = p.parse_args(argv)
-    for folder in args.snapshots:
-        try:
-            print(f"best checkpoint: {resume_snapshot(folder)}")
-        except TrainError as exc:
-            print(f"bonefrac train: {exc}")
-            return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
