@@ -112,10 +112,11 @@ def frcnn_checkpoint_epoch(folder: Path) -> tuple[int, float]:
 def _export_snapshot(folder: Path, repo: str, *, data: str) -> tuple[str, int, float]:
     """Export a snapshot's checkpoint (YOLO11 or Faster R-CNN, as its record says) into
     ``repo``; returns the ensemble's name, the checkpoint's epoch and training hours."""
-    import json
+    from bonefrac.train import record_config
+    from bonefrac.train.resume import family
 
-    config = json.loads((folder / "bonefrac_train.json").read_text())["config"]
-    if "arch" not in config:
+    config = record_config(folder)
+    if family(folder) == "yolo11":
         from bonefrac.export.yolo11 import export_yolo11
 
         export_yolo11(out=repo, weights=folder / "checkpoint.pt", imgsz=config["imgsz"])

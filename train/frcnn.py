@@ -537,9 +537,7 @@ def save_snapshot(config: FrcnnTrainConfig) -> Path:
     snap.mkdir(parents=True, exist_ok=True)
     state = torch.load(last, map_location="cpu", weights_only=True)
     state.pop("optimizer", None)
-    state["model"] = {
-        k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()
-    }
+    state["model"] = half_weights(state["model"])
     tmp = snap / f".{SNAPSHOT_CHECKPOINT}.tmp"
     torch.save(state, tmp)
     tmp.replace(snap / SNAPSHOT_CHECKPOINT)
@@ -548,6 +546,12 @@ def save_snapshot(config: FrcnnTrainConfig) -> Path:
             shutil.copyfile(config.run_dir / name, snap / f".{name}.tmp")
             (snap / f".{name}.tmp").replace(snap / name)
     return snap
+
+
+def half_weights(state_dict: dict) -> dict:
+    """A ``state_dict`` with its floating-point tensors stored as FP16 (half the file; loading
+    into the model converts them back to float32)."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
 
 
 def restore_snapshot(config: FrcnnTrainConfig) -> None:
@@ -565,17 +569,12 @@ def restore_snapshot(config: FrcnnTrainConfig) -> None:
     shutil.copyfile(snap / SNAPSHOT_CHECKPOINT, config.run_dir / "last.pth")
 
 
-def resume_snapshot(folder: str | Path, **changes) -> Path:
+def resume_snapshot(folder: str | Path) -> Path:
     """Resume the run whose snapshot is in ``folder`` with the configuration it was started
-    with (``changes``: options a resume may change, e.g. ``device``); returns ``best.pth``."""
-    folder = Path(folder)
-    record = folder / "bonefrac_train.json"
-    if not record.is_file():
-        raise TrainError(f"{record} does not exist: not a training snapshot folder")
-    saved = json.loads(record.read_text())["config"]
-    fields = FrcnnTrainConfig.__dataclass_fields__
-    config = FrcnnTrainConfig(**{k: v for k, v in saved.items() if k in fields})
-    return train_frcnn(replace(config, snapshot=str(folder), **changes), resume=True)
+    with; returns ``best.pth``."""
+    from bonefrac.train import snapshot_config
+
+    return train_frcnn(snapshot_config(FrcnnTrainConfig, folder), resume=True)
 
 
 def fit_epochs(budget_s: float, epoch_seconds: list[float]) -> int:
@@ -663,10 +662,10 @@ def _validate(model, samples, class_map, spec, protocol, dataset_names) -> tuple
     data = _Samples(samples, class_map, max_side=spec.max_input_side, train=False, seed=0)
     model.eval()
     images = []
+    device = next(model.parameters()).device
     with torch.no_grad():
         for i, s in enumerate(samples):
             x, _, transform = data.load(i)
-            device = next(model.parameters()).device
             out = {
                 k: v.float().cpu() for k, v in model([torch.from_numpy(x).to(device)])[0].items()
             }

@@ -68,6 +68,8 @@ from pathlib import Path
 
 import torch
 
+from bonefrac.train.frcnn import half_weights
+
 runs, dst = Path(sys.argv[1]), sys.argv[2]
 best = None
 for run in sorted(runs.glob("frcnn-mnv3-*")):
@@ -78,7 +80,7 @@ for run in sorted(runs.glob("frcnn-mnv3-*")):
         best = (ap50, run)
 if best is not None:
     state = torch.load(best[1] / "best.pth", map_location="cpu", weights_only=True)
-    state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    state["model"] = half_weights(state["model"])
     state["run"] = best[1].name
     torch.save(state, dst)
     print(f"kept {best[1].name} (AP50 {best[0]:.4f})")

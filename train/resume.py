@@ -10,10 +10,9 @@ the snapshot.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from bonefrac.train import TrainError
+from bonefrac.train import TrainError, record_config
 
 
 def family(folder: str | Path) -> str:
@@ -22,10 +21,7 @@ def family(folder: str | Path) -> str:
     Raises:
         TrainError: the folder holds no training record.
     """
-    record = Path(folder) / "bonefrac_train.json"
-    if not record.is_file():
-        raise TrainError(f"{record} does not exist: not a training snapshot folder")
-    return "frcnn" if "arch" in json.loads(record.read_text()).get("config", {}) else "yolo11"
+    return "frcnn" if "arch" in record_config(folder) else "yolo11"
 
 
 def resume(folder: str | Path) -> Path:

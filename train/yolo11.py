@@ -7,7 +7,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -378,12 +378,6 @@ def _localise_checkpoint(path: Path, local: dict[str, str]) -> None:
 def resume_snapshot(folder: str | Path) -> Path:
     """Resume the run whose snapshot (committed record + checkpoint) is in ``folder``, with the
     configuration it was started with; returns the best checkpoint."""
-    folder = Path(folder)
-    record = folder / "bonefrac_train.json"
-    if not record.is_file():
-        raise TrainError(f"{record} does not exist: not a training snapshot folder")
-    fields = Yolo11TrainConfig.__dataclass_fields__
-    saved = json.loads(record.read_text())["config"]
-    config = Yolo11TrainConfig(**{k: v for k, v in saved.items() if k in fields})
-    config = replace(config, snapshot=str(folder))
-    return train_yolo11(config, resume=True)
+    from bonefrac.train import snapshot_config
+
+    return train_yolo11(snapshot_config(Yolo11TrainConfig, folder), resume=True)
