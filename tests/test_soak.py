@@ -43,5 +43,10 @@ def test_short_soak(repository, data_dir, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
     assert report["errors"] == 0 and report["requests"] > 50
-    assert report["rss_growth_pct"] < 5.0, report["rss_samples_mb"]
+    # A leak of the size that matters here (a decoded image or an output tensor per request,
+    # 0.5 MB or more) adds 300 MB or more over these ~600 requests: +35 % of the ~850 MB the
+    # server holds. What is left of the allocators settling after the warm-up is smaller but not
+    # zero on a slow CPU (+5.03 % in 40 s on a 2-core AMD EPYC, 2026-12-07), so the bound sits
+    # between the two; the long soak in docs/RELIABILITY.md measures the growth itself.
+    assert report["rss_growth_pct"] < 15.0, report["rss_samples_mb"]
     assert report["shm_files_left_after_stop"] == 0
