@@ -21,20 +21,18 @@ from typing import Any
 def frcnn_from_onnx(repository: str | os.PathLike[str], model: str = "frcnn") -> Any:
     """torchvision's Faster R-CNN in PyTorch (eval mode) with the weights of the served
     ``model``'s ONNX graph in ``repository``, read back by the exporter's own
-    :func:`bonefrac.export.frcnn.state_dict_from_onnx`.
+    :func:`bonefrac.export.frcnn.model_from_onnx`.
 
     Raises:
         ExportError: the graph's weights do not fit the model its spec builds, or some weight
             of the model is not in the graph.
         ModelRepositoryError: the model or its ONNX file is missing.
     """
-    from bonefrac.export.frcnn import build_frcnn, state_dict_from_onnx
+    from bonefrac.export.frcnn import model_from_onnx
     from bonefrac.pipeline import read_repository_model
 
     found = read_repository_model(repository, model)
-    torch_model = build_frcnn(found.spec, norm="batch")
-    torch_model.load_state_dict(state_dict_from_onnx(found.onnx_path, found.spec))
-    return torch_model.eval()
+    return model_from_onnx(found.onnx_path, found.spec)
 
 
 def check_frcnn_parity(

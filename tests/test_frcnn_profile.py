@@ -102,3 +102,29 @@ def test_weights_recovered_from_the_shipped_graph_reproduce_it(repository, valid
     assert not parity.note.endswith(" of 0"), parity.note  # there were detections to compare
     assert "0 unmatched" in parity.note and parity.max_abs_diff_boxes < 0.05
     assert out.stat().st_size > 10_000_000
+
+
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_weights_recovered_from_a_graph_of_either_norm(norm, valid_images, tmp_path):
+    """BatchNorm is folded into the convolutions by the exporter, GroupNorm becomes
+    InstanceNormalization with a Mul and an Add: both are read back into the model that
+    reproduces the graph, whichever norm is bundled."""
+    pytest.importorskip("torch")
+    import torch
+
+    from bonefrac.export.frcnn import export_frcnn, recover_checkpoint
+
+    exported = export_frcnn(
+        out=tmp_path / "repo",
+        class_names=["a", "b"],
+        norm=norm,
+        min_size=256,
+        max_size=320,
+        parity_images=valid_images[:1],
+    )
+    out = tmp_path / "recovered.pth"
+    parity = recover_checkpoint(exported.onnx_path, out, parity_images=valid_images[:1])
+    assert not parity.note.endswith(" of 0"), parity.note  # there were detections to compare
+    assert "0 unmatched" in parity.note and parity.max_abs_diff_boxes < 0.05
+    state = torch.load(out, weights_only=True)
+    assert any(k.endswith(".running_mean") for k in state) == (norm == "batch")

@@ -247,26 +247,32 @@ def test_frcnn_served_equals_in_process_reference(triton, frcnn_reference, valid
 
 
 def test_frcnn_blank_tiny_and_stretched_images_do_not_fail(triton, valid_images):
-    """Blank images (no region proposals) and a tiny one get no boxes instead of an error; an
-    X-ray squeezed or stretched to other shapes gets boxes inside the image."""
+    """Blank images and a tiny one get an answer (boxes inside the image, if any: whether a model
+    proposes regions on a black image depends on its weights) instead of an error; an X-ray
+    squeezed or stretched to other shapes gets boxes inside the image. The graph's answer to an
+    image without region proposals is tested in test_export.py."""
     import cv2
 
     def png(image: np.ndarray) -> bytes:
         return cv2.imencode(".png", image)[1].tobytes()
 
     xray = cv2.imdecode(np.frombuffer(valid_images[0].read_bytes(), np.uint8), cv2.IMREAD_GRAYSCALE)
+
+    def inside(result, shape: tuple[int, int]) -> bool:
+        return (
+            result.image_size == shape
+            and bool(np.all(result.xyxy >= 0))
+            and bool(np.all(result.xyxy[:, [0, 2]] <= shape[1]))
+            and bool(np.all(result.xyxy[:, [1, 3]] <= shape[0]))
+        )
+
     with DetectionClient(triton.grpc_url, model="frcnn", timeout_s=60) as frcnn:
         for shape in [(300, 300), (8, 8), (2000, 600)]:
-            blank = frcnn.detect(png(np.zeros(shape, np.uint8)), conf_threshold=0.0)
-            assert blank.image_size == shape and len(blank) == 0
-        tiny = frcnn.detect(png(cv2.resize(xray, (8, 8))), conf_threshold=0.0)
-        assert tiny.image_size == (8, 8)
+            assert inside(frcnn.detect(png(np.zeros(shape, np.uint8)), conf_threshold=0.0), shape)
+        assert inside(frcnn.detect(png(cv2.resize(xray, (8, 8))), conf_threshold=0.0), (8, 8))
         for shape in [(300, 300), (2000, 600)]:
             result = frcnn.detect(png(cv2.resize(xray, shape[::-1])), conf_threshold=0.0)
-            assert result.image_size == shape and len(result) > 0
-            assert np.all(result.xyxy >= 0)
-            assert np.all(result.xyxy[:, [0, 2]] <= shape[1])
-            assert np.all(result.xyxy[:, [1, 3]] <= shape[0])
+            assert len(result) > 0 and inside(result, shape)
 
 
 def test_infer_cli_both_models_against_one_server(triton, valid_images, tmp_path):

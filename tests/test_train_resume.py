@@ -7,8 +7,13 @@ import csv
 import json
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+from .conftest import ROOT
 
 pytestmark = [pytest.mark.export, pytest.mark.slow]
 
@@ -81,6 +86,7 @@ def test_frcnn_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, t
     scorer exports and scores it through the evaluator."""
     import torch
 
+    from bonefrac.train import TrainError, snapshot_config
     from bonefrac.train.curve import frcnn_checkpoint_epoch, read_curve, score_snapshot
     from bonefrac.train.frcnn import FrcnnTrainConfig, save_snapshot, train_frcnn
     from bonefrac.train.resume import family, main
@@ -115,10 +121,14 @@ def test_frcnn_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, t
     record = json.loads((snapshot / "bonefrac_train.json").read_text())
     record["config"]["epochs"] = 2
     (snapshot / "bonefrac_train.json").write_text(json.dumps(record))
-    assert main([str(snapshot)]) == 0
+    # What may differ on another machine is given on the command line; the rest is refused.
+    with pytest.raises(TrainError, match="no option colour"):
+        snapshot_config(FrcnnTrainConfig, snapshot, colour="red")
+    assert main([str(snapshot), "--device", "cpu", "--threads", "1", "--data", str(tiny_data)]) == 0
     assert _epochs_in(snapshot / "results.csv") == [1, 2]
     resumed = json.loads((config.run_dir / "bonefrac_train.json").read_text())["resumes"]
     assert resumed[-1]["after_epoch"] == 1 and resumed[-1]["momentum_restarted"] is True
+    assert resumed[-1]["device"] == "cpu" and resumed[-1]["cpus"] >= 1
     assert frcnn_checkpoint_epoch(snapshot)[0] == 2
 
     point = score_snapshot(snapshot, data=str(tiny_data))
@@ -132,6 +142,48 @@ def test_frcnn_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, t
         "curve.png",
         "results.csv",
     ]
+
+    _goes_on_on_a_gpu_node(snapshot, record, tiny_data, tmp_path)
+    _step_cost_is_measured(snapshot, tiny_data, tmp_path)
+
+
+def _goes_on_on_a_gpu_node(snapshot, record, tiny_data, tmp_path):
+    """The same snapshot goes on on a GPU node (here with the CPU standing in for CUDA): the
+    script packs the advanced snapshot in parts that unpack into docs/train."""
+    record["config"]["epochs"] = 3
+    (snapshot / "bonefrac_train.json").write_text(json.dumps(record))
+    out = tmp_path / "gpu-out"
+    env = {**os.environ, "RESUME": str(snapshot), "FRCNN_DEVICE": "cpu", "FRCNN_WORKERS": "0"}
+    env["WORK"] = str(tmp_path / "gpu-work")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # its python3
+    script = ROOT / "train" / "gpu_run.sh"
+    run = subprocess.run(
+        ["bash", str(script), str(tiny_data), str(out), "300"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    parts = sorted(out.glob("snapshot.tar.part-*"))
+    tar = b"".join(p.read_bytes() for p in parts)
+    subprocess.run(["tar", "-x", "-C", str(unpacked)], input=tar, check=True)
+    assert _epochs_in(unpacked / "snapshot" / "results.csv") == [1, 2, 3]
+    assert _epochs_in(snapshot / "results.csv") == [1, 2]  # the committed copy is left alone
+
+
+def _step_cost_is_measured(snapshot, tiny_data, tmp_path):
+    """What a step of this run costs, measured with the run's own loader and step."""
+    from bonefrac.train.speed import main as speed
+
+    out = tmp_path / "speed.json"
+    variants = "group:float32,batch:float32:channels_last"
+    args = ["--data", str(tiny_data), "--frcnn", str(snapshot), "--out", str(out), "--batch", "2"]
+    assert speed([*args, "--rounds", "2", "--variants", variants]) == 0
+    steps = json.loads(out.read_text())["steps"]
+    assert list(steps) == ["frcnn groupnorm float32", "frcnn batchnorm float32 channels_last"]
+    assert all(len(row["samples"]) == 2 and row["s_per_image"] > 0 for row in steps.values())
 
 
 def test_frcnn_time_budget_fits_the_epochs():

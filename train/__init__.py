@@ -32,8 +32,17 @@ def record_config(folder: str | Path) -> dict:
     return json.loads(record.read_text()).get("config", {})
 
 
-def snapshot_config(cls: type[C], folder: str | Path) -> C:
-    """The config dataclass ``cls`` a snapshot's run was started with, mirroring into it."""
+def snapshot_config(cls: type[C], folder: str | Path, **overrides) -> C:
+    """The config dataclass ``cls`` a snapshot's run was started with, mirroring into it.
+
+    ``overrides`` (None: keep the record's) change what may differ on another machine: the
+    device, worker and thread counts, where the dataset is.
+    """
     fields = cls.__dataclass_fields__
     saved = record_config(folder)
-    return cls(**{**{k: v for k, v in saved.items() if k in fields}, "snapshot": str(folder)})
+    config = {k: v for k, v in saved.items() if k in fields}
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(config) - set(fields))
+    if unknown:
+        raise TrainError(f"{cls.__name__} has no option {', '.join(unknown)}")
+    return cls(**{**config, "snapshot": str(folder)})

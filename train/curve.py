@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(
         prog="python -m bonefrac.train.curve",
-        description="Score a YOLO11 training snapshot (docs/train/RUN) with bonefrac eval on "
+        description="Score a training snapshot (docs/train/RUN: YOLO11 or Faster R-CNN) with "
+        "bonefrac eval on "
         "the valid split and append the point to its curve.csv / curve.png; --every N keeps "
         "watching the snapshot and scores each N-th epoch.",
     )

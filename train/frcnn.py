@@ -161,6 +161,10 @@ def _prepare(config: FrcnnTrainConfig):
         raise TrainError(f"--norm must be one of {', '.join(FRCNN_NORMS)}, got {config.norm!r}")
     if config.precision not in ("float32", "bfloat16"):
         raise TrainError(f"--precision must be float32 or bfloat16, got {config.precision!r}")
+    from bonefrac.train.speed import slow_bfloat16
+
+    if warning := slow_bfloat16(config.precision, config.device):
+        print(warning, flush=True)
     if config.device != "cpu" and not torch.cuda.is_available():
         raise TrainError(f"--device {config.device}: this machine has no CUDA device; use cpu")
     if config.norm == "group" and config.pretrained_backbone:
@@ -287,10 +291,23 @@ def _start_record(config: FrcnnTrainConfig, spec) -> None:
     record = {
         "config": asdict(config),
         "spec": spec.to_dict(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "device": _device_name(config.device),
+        },
         "versions": {"torch": torch.__version__},
     }
     (config.run_dir / "bonefrac_train.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _device_name(device: str) -> str:
+    """``cpu``, or ``cuda: <the GPU's name>``: what the record says a run or resume ran on."""
+    import torch
+
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return device
+    return f"cuda: {torch.cuda.get_device_name(torch.device(device))}"
 
 
 #: Options a resumed run may change: where it runs and how long, not what it learns.
@@ -348,6 +365,8 @@ def _resume(config: FrcnnTrainConfig, model, optimizer) -> _Progress:
                 "epochs": config.epochs,
                 "planned_before": record["config"]["epochs"],
                 "momentum_restarted": "optimizer" not in state,
+                "device": _device_name(config.device),
+                "cpus": os.cpu_count(),
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )
@@ -370,6 +389,24 @@ def _autocast(config: FrcnnTrainConfig):
     if config.precision != "bfloat16":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(config.device).type, dtype=torch.bfloat16)
+
+
+def train_step(model, optimizer, params, images, targets, *, config: FrcnnTrainConfig):
+    """One optimizer step on a batch (forward under the run's autocast, losses, backward,
+    gradient clipping, SGD); returns each loss and their sum (``loss``). A step whose loss is
+    not finite changes nothing."""
+    import torch
+
+    with _autocast(config):
+        losses = model(images, targets)
+    losses = {k: v.float() for k, v in losses.items()}
+    loss = sum(losses.values())
+    if torch.isfinite(loss):
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        optimizer.step()
+    return {k: float(v.detach()) for k, v in {**losses, "loss": loss}.items()}
 
 
 def _train_epoch(
@@ -398,20 +435,13 @@ def _train_epoch(
             group["lr"] = lr_at(run.step)
         images = [im.to(device, non_blocking=True) for im in images]
         targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-        with _autocast(config):
-            losses = model(images, targets)
-        losses = {k: v.float() for k, v in losses.items()}
-        loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise TrainError(f"loss became {loss.item()} at epoch {run.epoch + 1}; lower --lr")
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
-        optimizer.step()
+        losses = train_step(model, optimizer, params, images, targets, config=config)
+        if not math.isfinite(losses["loss"]):
+            raise TrainError(f"loss became {losses['loss']} at epoch {run.epoch + 1}; lower --lr")
         run.step += 1
         count += 1
-        for k, v in {**losses, "loss": loss}.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v
         mark = time.perf_counter()
         data = waited / max(mark - started, 1e-9)
         bar.set_postfix(loss=f"{sums['loss'] / count:.3f}", data=f"{data:.0%}")
@@ -569,12 +599,12 @@ def restore_snapshot(config: FrcnnTrainConfig) -> None:
     shutil.copyfile(snap / SNAPSHOT_CHECKPOINT, config.run_dir / "last.pth")
 
 
-def resume_snapshot(folder: str | Path) -> Path:
+def resume_snapshot(folder: str | Path, **overrides) -> Path:
     """Resume the run whose snapshot is in ``folder`` with the configuration it was started
-    with; returns ``best.pth``."""
+    with (``overrides``: see :func:`bonefrac.train.snapshot_config`); returns ``best.pth``."""
     from bonefrac.train import snapshot_config
 
-    return train_frcnn(snapshot_config(FrcnnTrainConfig, folder), resume=True)
+    return train_frcnn(snapshot_config(FrcnnTrainConfig, folder, **overrides), resume=True)
 
 
 def fit_epochs(budget_s: float, epoch_seconds: list[float]) -> int:
@@ -596,6 +626,22 @@ def _record_epochs(config: FrcnnTrainConfig) -> None:
         path.write_text(json.dumps(record, indent=2) + "\n")
 
 
+def run_data(config: FrcnnTrainConfig):
+    """The run's dataset, label protocol and model spec (classes, architecture, input size)."""
+    from bonefrac.dataset import YoloDataset, make_protocol
+    from bonefrac.spec import FrcnnSpec
+
+    dataset = YoloDataset.from_yaml(config.data)
+    protocol = make_protocol(config.protocol, dataset.names)
+    spec = FrcnnSpec(
+        class_names=protocol.names,
+        arch=config.arch,
+        min_size=config.min_size,
+        max_size=config.max_size,
+    )
+    return dataset, protocol, spec
+
+
 def train_frcnn(config: FrcnnTrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
     """Train (or resume) and return the best checkpoint (``best.pth``).
 
@@ -603,18 +649,8 @@ def train_frcnn(config: FrcnnTrainConfig, *, resume: bool = False, progress: boo
         TrainError: missing extras, dataset or checkpoint to resume.
     """
     _prepare(config)
-    from bonefrac.dataset import YoloDataset, make_protocol
-    from bonefrac.spec import FrcnnSpec
-
-    dataset = YoloDataset.from_yaml(config.data)
-    protocol = make_protocol(config.protocol, dataset.names)
+    dataset, protocol, spec = run_data(config)
     class_map = protocol.map_names(dataset.names)
-    spec = FrcnnSpec(
-        class_names=protocol.names,
-        arch=config.arch,
-        min_size=config.min_size,
-        max_size=config.max_size,
-    )
     config.run_dir.mkdir(parents=True, exist_ok=True)
     model, params, optimizer = _build_model(config, spec, resume=resume)
     train_data = _Samples(

@@ -12,6 +12,11 @@
 #
 #   bash train/gpu_run.sh DATA_YAML OUT_DIR [BUDGET_S]
 #
+# With RESUME=docs/train/RUN it trains nothing new: it goes on with that committed snapshot's
+# run on the GPU (python -m bonefrac.train.resume --device cuda) until the budget ends, and packs
+# the snapshot, advanced by every epoch that finished, in parts of at most 15 MB; bring it back
+# with  cat OUT_DIR/snapshot.tar.part-* | tar -x -C docs/train  (then make train-curve).
+#
 # Needs PyTorch with CUDA, torchvision, Ultralytics, OpenCV, Pillow and pycocotools (not the
 # serving packages: bonefrac is run from this checkout). Settings can be changed with
 # YOLO_DEVICE (0), FRCNN_DEVICE (cuda), YOLO_WORKERS (7), FRCNN_WORKERS (3), FRCNN_NORMS
@@ -34,6 +39,21 @@ export PYTHONUNBUFFERED=1
 cd "$work"
 
 started=$(date +%s)
+if [[ -n ${RESUME:-} ]]; then
+  name=$(basename "$RESUME")
+  rm -rf "$work/snapshots" && mkdir -p "$work/snapshots"
+  cp -r "$(realpath "$RESUME")" "$work/snapshots/$name"
+  timeout --signal=TERM "$((budget_s + ${MARGIN_S:-60}))" python3 -m bonefrac.train.resume \
+    "$work/snapshots/$name" --data "$data" --device "${FRCNN_DEVICE:-cuda}" \
+    --workers "${FRCNN_WORKERS:-8}" >"$runs/resume-$name.log" 2>&1
+  rc=$?
+  echo "trained for $(($(date +%s) - started)) s (exit $rc: 124 is the budget's end)"
+  tail -c 2000 "$runs/resume-$name.log"
+  tar -cf - --exclude=".*.tmp" -C "$work/snapshots" "$name" | split -b 15m - "$out/snapshot.tar.part-"
+  tar -czf "$out/records.tar.gz" -C "$runs" --exclude='*.pt' --exclude='*.pth' .
+  ls -la "$out"
+  exit $((rc == 124 ? 0 : rc))
+fi
 (nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 20 >"$runs/gpu.csv" 2>&1 &)
 python3 -m bonefrac.train.cli yolo11 --data "$data" --model yolo11n.yaml --imgsz 640 \
   --epochs 100 --batch 32 --workers "${YOLO_WORKERS:-7}" --threads 4 --device "${YOLO_DEVICE:-0}" \

@@ -84,7 +84,8 @@ def readme_models(cards_path: Path) -> str:
     reports = {r["model"]["name"]: r for r in json.loads(Path(spec["eval"]).read_text())}
     parts = []
     for entry in spec["models"]:
-        report, cfg = reports[entry["model"]], training_record(Path(entry["run"]))
+        report = reports[entry["model"]]
+        cfg = training_record(Path(entry["run"]), epoch=entry.get("epoch"))
         ref = PUBLISHED.get(entry.get("published", ""), {})
         parts.append(
             f"`{entry['model']}`: {entry['title'].split(' (')[0]}, "
@@ -231,15 +232,46 @@ def card(
     return "\n".join(lines) + "\n"
 
 
-def training_record(run_dir: Path, *, shared_cores: str = "") -> dict[str, Any]:
+def _device_label(device: str | None, cpus: Any) -> str:
+    return f"{cpus}-core CPU" if device in (None, "", "cpu") else device
+
+
+def epochs_by_machine(record: dict[str, Any], last_epoch: int) -> str:
+    """Which epochs ran on which device, from a Faster R-CNN record's start and resumes
+    (``epochs 1-4: 2-core CPU; 5-12: cuda: NVIDIA H200``); just the device when one ran all."""
+    machine = record.get("machine", {})
+    start = machine.get("device") or record.get("config", {}).get("device")
+    spans = [(1, _device_label(start, machine.get("cpus", "?")))]
+    for r in record.get("resumes", []):
+        if r["after_epoch"] < last_epoch and "device" in r:
+            label = _device_label(r["device"], r.get("cpus", machine.get("cpus", "?")))
+            if label != spans[-1][1]:
+                spans.append((r["after_epoch"] + 1, label))
+    if len(spans) == 1:
+        return spans[0][1]
+    ends = [first - 1 for first, _ in spans[1:]] + [last_epoch]
+    return "epochs " + "; ".join(
+        f"{first}-{end}: {label}" if end > first else f"{first}: {label}"
+        for (first, label), end in zip(spans, ends)
+    )
+
+
+def training_record(
+    run_dir: Path, *, shared_cores: str = "", epoch: int | None = None
+) -> dict[str, Any]:
     """What a card says about training, read from a run folder of ``bonefrac train``:
     ``bonefrac_train.json`` (config, machine, versions) and ``results.csv`` (one row per epoch;
-    Ultralytics' has cumulative ``time``, bonefrac's Faster R-CNN log has ``epoch_s``)."""
+    Ultralytics' has cumulative ``time``, bonefrac's Faster R-CNN log has ``epoch_s``).
+    ``epoch``: the epoch the shipped model is from, when the run went on after it (the epochs,
+    time and resumes after it are left out)."""
     import csv
 
     record = json.loads((run_dir / "bonefrac_train.json").read_text())
     rows = list(csv.DictReader((run_dir / "results.csv").open()))
     rows = [{k.strip(): v for k, v in r.items()} for r in rows]
+    if epoch is not None:
+        rows = [r for r in rows if int(float(r["epoch"])) <= epoch]
+        record["resumes"] = [r for r in record.get("resumes", []) if r["after_epoch"] < epoch]
     if rows and "epoch_s" in rows[0]:
         seconds = sum(float(r["epoch_s"]) for r in rows)
     elif rows and "time" in rows[0]:
@@ -263,13 +295,18 @@ def training_record(run_dir: Path, *, shared_cores: str = "") -> dict[str, Any]:
         )
     if shared_cores:
         wall += f"; {shared_cores}"
+    if epoch is not None:
+        wall += f"; the model shipped is the one after epoch {epoch} (the run went on)"
+    where = machine.get("gpu") or "no GPU"
+    if (by_machine := epochs_by_machine(record, len(rows))).startswith("epochs"):
+        where = by_machine
     return {
         "config": record.get("config", {}),
         "class_names": names,
         "epochs_done": len(rows),
         "wall_time": wall,
         "machine": f"{machine.get('platform', 'n/a')}, {machine.get('cpus', '?')} CPU cores, "
-        f"{machine.get('gpu') or 'no GPU'}; {versions}",
+        f"{where}; {versions}",
     }
 
 
@@ -315,7 +352,9 @@ def models_doc(cards_path: Path) -> str:
                 model=name,
                 architecture=entry["architecture"],
                 training=training_record(
-                    Path(entry["run"]), shared_cores=entry.get("shared_cores", "")
+                    Path(entry["run"]),
+                    shared_cores=entry.get("shared_cores", ""),
+                    epoch=entry.get("epoch"),
                 ),
                 report=report,
                 artifact=artifact if artifact and artifact.is_file() else None,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bonefrac.train.curve import CURVE_PNG, cumulative_seconds, read_curve
+from bonefrac.train.model_card import epochs_by_machine
 
 DATA_CREDIT = (
     "Data: Bone Fracture Detection (Roboflow `veda/bone-fracture-detection-daoon` v4), CC BY 4.0 "
@@ -66,6 +67,7 @@ def frcnn_run(folder: Path) -> dict[str, Any] | None:
     seconds = [float(r["epoch_s"]) for r in rows]
     return {
         "name": folder.name,
+        "machine": epochs_by_machine(record, len(rows)),
         "config": record["config"],
         "epochs": [int(r["epoch"]) for r in rows],
         "hours": [sum(seconds[: i + 1]) / 3600 for i in range(len(seconds))],
@@ -80,15 +82,16 @@ def frcnn_section(runs: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Faster R-CNN runs",
         "",
-        "| run | architecture | norm | shorter side | epochs done / planned | training hours | "
-        "valid AP50 (trainer's check), last | valid AP50 (bonefrac eval, 6-class), last |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| run | machine | architecture | norm | shorter side | epochs done / planned | "
+        "training hours | valid AP50 (trainer's check), last | "
+        "valid AP50 (bonefrac eval, 6-class), last |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run in runs:
         cfg = run["config"]
         check = f"{run['val_ap50'][-1]:.4f} ({cfg.get('val_limit') or 'all'} images)"
         lines.append(
-            f"| {run['name']} | {cfg['arch']} | {cfg.get('norm', 'batch')} | "
+            f"| {run['name']} | {run['machine']} | {cfg['arch']} | {cfg.get('norm', 'batch')} | "
             f"{cfg.get('min_size')} | {run['epochs'][-1]} / {cfg.get('epochs')} | "
             f"{_f(run['hours'][-1], 2)} | {check} | {_scored(run)} |"
         )
@@ -101,11 +104,12 @@ def _scored(run: dict[str, Any]) -> str:
     return f"{last.ap50:.4f} (epoch {last.epoch})" if last else "not scored yet"
 
 
-def map50_by(run: dict[str, Any], hours: float) -> float | None:
-    """Best val mAP50 reached within ``hours`` of training (None if the run is shorter)."""
+def map50_by(run: dict[str, Any], hours: float, key: str = "map50") -> float | None:
+    """Best val mAP50 (``key``: the run's per-epoch validation) reached within ``hours`` of
+    training (None if the run is shorter)."""
     if not run["hours"] or run["hours"][-1] < hours:
         return None
-    reached = [m for h, m in zip(run["hours"], run["map50"]) if h <= hours]
+    reached = [m for h, m in zip(run["hours"], run[key]) if h <= hours]
     return max(reached) if reached else None  # None: no epoch had ended within the budget
 
 
@@ -158,6 +162,28 @@ def equal_time_section(runs: list[dict[str, Any]]) -> list[str]:
     return lines + [""]
 
 
+def frcnn_equal_time_section(runs: list[dict[str, Any]]) -> list[str]:
+    runs = [r for r in runs if r["config"].get("device", "cpu") == "cpu"]
+    if not runs:
+        return []
+    header = " | ".join(f"{h:g} h" for h in CHECKPOINTS_H)
+    lines = [
+        "### Faster R-CNN",
+        "",
+        "Best valid AP50 of the trainer's own check after each epoch (PyTorch, 7 classes, the "
+        "first `val_limit` valid images) within each budget, as above. The schedule column "
+        "matters: a run planned for fewer epochs decays its learning rate sooner.",
+        "",
+        f"| run | norm | schedule (epochs) | {header} |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in CHECKPOINTS_H) + " |",
+    ]
+    for run in runs:
+        cfg = run["config"]
+        cells = " | ".join(_f(map50_by(run, h, "val_ap50"), 4) for h in CHECKPOINTS_H)
+        lines.append(f"| {run['name']} | {cfg.get('norm', 'batch')} | {cfg['epochs']} | {cells} |")
+    return lines + [""]
+
+
 def curves_section(runs: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Learning curves (bonefrac eval, valid, 6-class)",
@@ -185,11 +211,14 @@ def curves_section(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _speed_record(path: Path) -> dict[str, Any] | None:
+    """A record of ``python -m bonefrac.train.speed``, if there is one."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def speed_section(docs: Path) -> list[str]:
-    path = docs / "speed.json"
-    if not path.is_file():
+    if not (rec := _speed_record(docs / "speed.json")):
         return []
-    rec = json.loads(path.read_text())
     steps = rec["steps"]
     base = steps.get("yolo11n 640px float32", next(iter(steps.values())))["s_per_image"]
     lines = [
@@ -202,14 +231,7 @@ def speed_section(docs: Path) -> list[str]:
         f"at start, {rec['machine']['load_avg_end']:.1f} at end: compare ratios, not absolute "
         "times).",
         "",
-        "| variant | s/image (step) | relative to yolo11n 640 px float32 |",
-        "| --- | --- | --- |",
-    ]
-    lines += [
-        f"| {label} | {row['s_per_image']:.4f} | {row['s_per_image'] / base:.2f}x |"
-        for label, row in steps.items()
-    ]
-    lines += [
+        *_steps_table(steps, "yolo11n 640 px float32", base),
         "",
         "| image size | JPEG decode + letterbox, ms/image | from the RAM cache, ms/image |",
         "| --- | --- | --- |",
@@ -218,6 +240,39 @@ def speed_section(docs: Path) -> list[str]:
         f"| {row['imgsz']} | {row['decode_s_per_image'] * 1000:.1f} | "
         f"{row['cached_s_per_image'] * 1000:.2f} |"
         for row in rec["loading"]
+    ]
+    return lines + [""]
+
+
+def _steps_table(steps: dict[str, dict], base_label: str, base: float) -> list[str]:
+    """A speed record's steps: seconds per image and the ratio to the step ``base`` costs."""
+    return [
+        f"| variant | s/image (step) | relative to {base_label} |",
+        "| --- | --- | --- |",
+        *(
+            f"| {label} | {row['s_per_image']:.4f} | {row['s_per_image'] / base:.2f}x |"
+            for label, row in steps.items()
+        ),
+    ]
+
+
+def frcnn_speed_section(docs: Path) -> list[str]:
+    if not (rec := _speed_record(docs / "speed-frcnn.json")):
+        return []
+    steps = rec["steps"]
+    base = next(iter(steps.values()))
+    lines = [
+        "### Faster R-CNN",
+        "",
+        f"`{rec['command']}`: the step of run `{rec['run']}` (its loader, augmentation, batch "
+        f"{rec['batch']}, `train_step`) on {rec['machine']['cpus']} cores of "
+        f"{rec['machine'].get('cpu', 'an unrecorded CPU')}, {rec['date']}, torch {rec['torch']}, "
+        f"{rec['threads']} threads, median of {rec['rounds']} interleaved rounds (load average "
+        f"{rec['machine']['load_avg_start']:.1f} at start, {rec['machine']['load_avg_end']:.1f} "
+        "at end). bfloat16 autocast depends on the CPU: where it has no bfloat16 instructions, "
+        "PyTorch falls back to slow convolution and matrix kernels.",
+        "",
+        *_steps_table(steps, next(iter(steps)), base["s_per_image"]),
     ]
     return lines + [""]
 
@@ -237,10 +292,12 @@ make train        # resumes the long runs of TRAIN_RUNS in the background (nice)
 make train-curve  # scores the newest snapshots with bonefrac eval, updates curve.csv/png
 ```
 
-A run on a GPU node: `bash train/gpu_run.sh DATA.yaml OUT_DIR BUDGET_S` trains YOLO11n and two
-Faster R-CNN variants side by side, each schedule fitted to the budget, and leaves the weights
-and records in OUT_DIR; `bonefrac.train.yolo11.import_run` brings a finished YOLO run into a
-folder here.
+A run on a GPU node: `bash train/gpu_run.sh DATA.yaml OUT_DIR BUDGET_S` trains YOLO11n and
+Faster R-CNN side by side, each schedule fitted to the budget, and leaves the weights and records
+in OUT_DIR; `bonefrac.train.yolo11.import_run` brings a finished YOLO run into a folder here.
+`RESUME=docs/train/RUN bash train/gpu_run.sh DATA.yaml OUT_DIR BUDGET_S` moves a long run onto
+the GPU instead (`python -m bonefrac.train.resume RUN --device cuda --workers 8 --data ...`) and
+packs its advanced snapshot: `cat OUT_DIR/snapshot.tar.part-* | tar -x -C docs/train`.
 """
 
 
@@ -260,8 +317,10 @@ def render(docs: str | Path) -> str:
         *runs_section(runs),
         *frcnn_section(frcnn_runs),
         *equal_time_section(runs),
+        *frcnn_equal_time_section(frcnn_runs),
         *curves_section(runs + frcnn_runs),
         *speed_section(docs),
+        *frcnn_speed_section(docs),
         RESUME,
     ]
     return "\n".join(lines).rstrip() + "\n"

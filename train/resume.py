@@ -4,7 +4,9 @@
 runs): each folder holds a run's record (``bonefrac_train.json``) and checkpoint; the record
 says which trainer it belongs to (YOLO11 or Faster R-CNN), and the run goes on with the
 configuration it was started with. A new machine rebuilds the run folder under ``runs/`` from
-the snapshot.
+the snapshot. What may differ on another machine can be given: ``--device cuda --workers 8``
+moves a Faster R-CNN run onto a GPU node (``RESUME=docs/train/RUN bash train/gpu_run.sh``), and
+``--data`` points at the dataset where that machine keeps it.
 """
 
 from __future__ import annotations
@@ -24,22 +26,38 @@ def family(folder: str | Path) -> str:
     return "frcnn" if "arch" in record_config(folder) else "yolo11"
 
 
-def resume(folder: str | Path) -> Path:
-    """Resume one snapshot's run to the end of its schedule; returns its best checkpoint."""
+def resume(folder: str | Path, **overrides) -> Path:
+    """Resume one snapshot's run to the end of its schedule; returns its best checkpoint.
+
+    ``overrides``: ``device``, ``workers``, ``threads``, ``data``, ``precision`` (Faster R-CNN)
+    (None keeps the record's).
+    """
     if family(folder) == "frcnn":
         from bonefrac.train.frcnn import resume_snapshot
     else:
         from bonefrac.train.yolo11 import resume_snapshot
-    return resume_snapshot(folder)
+    return resume_snapshot(folder, **overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bonefrac.train.resume", description=__doc__)
     p.add_argument("snapshots", nargs="+", help="snapshot folders, e.g. docs/train/RUN")
+    p.add_argument(
+        "--device", help="cpu, cuda or cuda:N (Faster R-CNN), 0 (YOLO11); default: the record's"
+    )
+    p.add_argument(
+        "--workers", type=int, help="data-loader worker processes; default: the record's"
+    )
+    p.add_argument("--threads", type=int, help="torch CPU threads; default: the record's")
+    p.add_argument(
+        "--precision", choices=("float32", "bfloat16"), help="Faster R-CNN; default: the record's"
+    )
+    p.add_argument("--data", help="the dataset's data.yaml on this machine; default: the record's")
     args = p.parse_args(argv)
+    overrides = {k: getattr(args, k) for k in ("device", "workers", "threads", "precision", "data")}
     for folder in args.snapshots:
         try:
-            print(f"best checkpoint: {resume(folder)}", flush=True)
+            print(f"best checkpoint: {resume(folder, **overrides)}", flush=True)
         except TrainError as exc:
             print(f"bonefrac train: {exc}")
             return 1

@@ -1,4 +1,4 @@
-"""What one YOLO11 training step costs on this CPU, per image, for the choices that matter.
+"""What one training step costs on this CPU, per image, for the choices that matter.
 
 Each variant (model size, image size, float32 or bfloat16 autocast) runs a forward pass, the
 loss, a backward pass and an optimizer step on a batch of real, letterboxed X-rays. The
@@ -7,7 +7,13 @@ the ratios in one record, not absolute numbers across records. Data loading is m
 decoding + letterboxing from JPEG (what an uncached epoch pays for every image) against a copy
 from memory (Ultralytics' ``cache="ram"``).
 
-Run: ``python -m bonefrac.train.speed --data DATA.yaml --out docs/train/speed.json``.
+With ``--frcnn RUN`` the same is measured for Faster R-CNN: the step of the run whose record
+is in the folder RUN (its loader, augmentation, settings and ``train_step``), under each
+normalisation, precision and memory layout asked for.
+
+Run: ``python -m bonefrac.train.speed --data DATA.yaml --out docs/train/speed.json``, and
+``python -m bonefrac.train.speed --data DATA.yaml --frcnn docs/train/frcnn-mnv3-512-gn
+--out docs/train/speed-frcnn.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,60 @@ class Variant:
     @property
     def label(self) -> str:
         return f"{self.model.removesuffix('.yaml')} {self.imgsz}px {self.dtype}"
+
+
+@dataclass(frozen=True)
+class FrcnnVariant:
+    norm: str  # batch, group
+    dtype: str  # float32, bfloat16
+    channels_last: bool = False
+
+    @property
+    def label(self) -> str:
+        layout = " channels_last" if self.channels_last else ""
+        return f"frcnn {self.norm}norm {self.dtype}{layout}"
+
+
+def measure_frcnn_steps(variants, run: Path, data: str, *, batch: int, rounds: int) -> dict:
+    """Median seconds per image of a Faster R-CNN training step, per variant, interleaved by
+    round: the run's own step (:func:`bonefrac.train.frcnn.train_step`) on the first ``batch``
+    training images with fractures, loaded and augmented as the run loads them."""
+    from dataclasses import replace
+
+    import torch
+
+    from bonefrac.train import snapshot_config
+    from bonefrac.train.frcnn import FrcnnTrainConfig, _build_model, _Samples, run_data, train_step
+
+    config = snapshot_config(FrcnnTrainConfig, run, data=data, device="cpu")
+    dataset, protocol, spec = run_data(config)
+    samples = [s for s in dataset.samples("train") if len(s.class_ids)][:batch]
+    loaded = _Samples(
+        samples, protocol.map_names(dataset.names), max_side=spec.max_input_side, train=True, seed=0
+    )
+    images, targets = zip(*(loaded[i] for i in range(len(samples))))
+    prepared = {}
+    for v in variants:
+        torch.manual_seed(0)
+        variant_config = replace(config, norm=v.norm, precision=v.dtype)
+        model, params, optimizer = _build_model(variant_config, spec, resume=False)
+        model.train()
+        if v.channels_last:
+            model.to(memory_format=torch.channels_last)
+        step = (model, optimizer, params, list(images), list(targets))
+        train_step(*step, config=variant_config)  # warm-up
+        prepared[v] = (step, variant_config)
+    samples_s: dict[FrcnnVariant, list[float]] = {v: [] for v in variants}
+    for _ in range(rounds):
+        for v in variants:
+            step, variant_config = prepared[v]
+            start = time.perf_counter()
+            train_step(*step, config=variant_config)
+            samples_s[v].append((time.perf_counter() - start) / len(samples))
+    return {
+        v.label: {**asdict(v), "s_per_image": statistics.median(s), "samples": s}
+        for v, s in samples_s.items()
+    }
 
 
 def _batch(images: list[Path], labels_dir: Path, imgsz: int, num_classes: int):
@@ -146,6 +206,18 @@ def cpu_model() -> str:
     return f"{name} ({', '.join(bf16) or 'no bfloat16 instructions'})"
 
 
+def slow_bfloat16(precision: str, device: str) -> str | None:
+    """A warning when bfloat16 autocast is asked for on a CPU without bfloat16 instructions
+    (there PyTorch falls back to slow kernels: a Faster R-CNN step took 8x as long,
+    ``docs/train/speed-frcnn.json``); None otherwise."""
+    if precision != "bfloat16" or device not in ("cpu", "") or "no bfloat16" not in cpu_model():
+        return None
+    return (
+        f"warning: {cpu_model()}: bfloat16 autocast on this CPU is far slower than float32; "
+        "train with --precision float32 (a Faster R-CNN run resumes with it too)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bonefrac.train.speed",
@@ -160,7 +232,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8, help="images per step (default: 8)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    p.add_argument(
+        "--frcnn",
+        metavar="RUN",
+        help="measure Faster R-CNN instead: the step of the run recorded in this folder",
+    )
+    p.add_argument(
+        "--variants",
+        default="group:float32,group:bfloat16,group:float32:channels_last,batch:float32",
+        help="Faster R-CNN variants, NORM:DTYPE[:channels_last] separated by commas (default: "
+        "%(default)s)",
+    )
     args = p.parse_args(argv)
+    if args.frcnn:
+        return _main_frcnn(args, argv)
 
     import torch
 
@@ -177,45 +262,89 @@ def main(argv: list[str] | None = None) -> int:
         for d in args.dtypes.split(",")
     ]
     started = time.time()
-    record = {
-        "what": "seconds per image of one YOLO11 training step (forward, loss, backward, SGD "
-        "step), median of interleaved rounds; data loading per image apart",
-        "command": "python -m bonefrac.train.speed "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu": cpu_model(),
-            "cpus": os.cpu_count(),
-            "load_avg_start": os.getloadavg()[0],
-        },
-        "torch": torch.__version__,
-        "threads": args.threads,
-        "batch": args.batch,
-        "rounds": args.rounds,
-        "steps": measure_steps(
-            variants,
-            images,
-            split / "labels",
-            batch=args.batch,
-            rounds=args.rounds,
-            names=dataset.names,
-        ),
-        "loading": [
-            measure_loading(images, int(s), rounds=args.rounds) for s in args.sizes.split(",")
-        ],
-    }
-    record["machine"]["load_avg_end"] = os.getloadavg()[0]
-    record["wall_s"] = round(time.time() - started, 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
-    for label, row in record["steps"].items():
-        print(f"{label:28s} {row['s_per_image']:.4f} s/image")
+    record = _head(
+        "seconds per image of one YOLO11 training step (forward, loss, backward, SGD step), "
+        "median of interleaved rounds; data loading per image apart",
+        args,
+        argv,
+    )
+    record["steps"] = measure_steps(
+        variants,
+        images,
+        split / "labels",
+        batch=args.batch,
+        rounds=args.rounds,
+        names=dataset.names,
+    )
+    record["loading"] = [
+        measure_loading(images, int(s), rounds=args.rounds) for s in args.sizes.split(",")
+    ]
+    _write(record, args.out, started)
     for row in record["loading"]:
         print(
             f"loading {row['imgsz']}px: decode {row['decode_s_per_image'] * 1000:.1f} ms, "
             f"cached {row['cached_s_per_image'] * 1000:.2f} ms per image"
         )
+    return 0
+
+
+def _machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "load_avg_start": os.getloadavg()[0],
+    }
+
+
+def _head(what: str, args, argv) -> dict:
+    """What every speed record starts with: what it measures, the command, date and machine."""
+    import torch
+
+    return {
+        "what": what,
+        "command": "python -m bonefrac.train.speed "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": _machine(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "batch": args.batch,
+        "rounds": args.rounds,
+    }
+
+
+def _write(record: dict, out: str, started: float) -> None:
+    """Close the record (load at the end, wall time), write it, print each step's cost."""
+    record["machine"]["load_avg_end"] = os.getloadavg()[0]
+    record["wall_s"] = round(time.time() - started, 1)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(record, indent=1) + "\n")
+    for label, row in record["steps"].items():
+        print(f"{label:40s} {row['s_per_image']:.4f} s/image")
+
+
+def _main_frcnn(args, argv) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    variants = [
+        FrcnnVariant(*v.split(":")[:2], channels_last=v.endswith(":channels_last"))
+        for v in args.variants.split(",")
+    ]
+    started = time.time()
+    record = _head(
+        "seconds per image of one Faster R-CNN training step (the run's own step: forward, "
+        "losses, backward, gradient clipping, SGD) on real training images, median of "
+        "interleaved rounds",
+        args,
+        argv,
+    )
+    record["run"] = Path(args.frcnn).name
+    record["steps"] = measure_frcnn_steps(
+        variants, Path(args.frcnn), args.data, batch=args.batch, rounds=args.rounds
+    )
+    _write(record, args.out, started)
     return 0
 
 

@@ -140,6 +140,11 @@ def train_yolo11(
     _prepare(config.threads)
     from ultralytics import YOLO
 
+    from bonefrac.train.speed import slow_bfloat16
+
+    if warning := slow_bfloat16(config.precision, config.device):
+        print(warning, flush=True)
+
     data = Path(config.data).resolve()
     if not data.is_file():
         raise TrainError(f"dataset file {data} does not exist")
@@ -375,9 +380,10 @@ def _localise_checkpoint(path: Path, local: dict[str, str]) -> None:
     torch.save(ckpt, path)
 
 
-def resume_snapshot(folder: str | Path) -> Path:
+def resume_snapshot(folder: str | Path, **overrides) -> Path:
     """Resume the run whose snapshot (committed record + checkpoint) is in ``folder``, with the
-    configuration it was started with; returns the best checkpoint."""
+    configuration it was started with (``overrides``: see
+    :func:`bonefrac.train.snapshot_config`); returns the best checkpoint."""
     from bonefrac.train import snapshot_config
 
-    return train_yolo11(snapshot_config(Yolo11TrainConfig, folder), resume=True)
+    return train_yolo11(snapshot_config(Yolo11TrainConfig, folder, **overrides), resume=True)
