@@ -213,9 +213,10 @@ async def run_step(
 
 
 def process_tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process ``pid`` and every live process
-    below it (Linux ``/proc``; a process that cannot be read counts 0): tritonserver with its
-    Python-backend stubs, or a web server with its workers."""
+    """CPU seconds (user + system) used so far by process ``pid`` and every process below it:
+    the live ones, and those that ended and were waited for (their time is in their parent's
+    ``cutime``/``cstime``). Linux ``/proc``; a process that cannot be read counts 0. Tritonserver
+    with its Python-backend stubs, or a web server with its workers."""
     tick = os.sysconf("SC_CLK_TCK")
     parents: dict[int, int] = {}
     used: dict[int, float] = {}
@@ -226,7 +227,7 @@ def process_tree_cpu_s(pid: int) -> float:
             continue
         child = int(stat.parent.name)
         parents[child] = int(fields[1])
-        used[child] = (int(fields[11]) + int(fields[12])) / tick
+        used[child] = sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
     total = 0.0
     for proc, seconds in used.items():
         walk = proc

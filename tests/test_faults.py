@@ -40,7 +40,7 @@ def _yolo_only(repository: Path, tmp_path: Path) -> Path:
 
 
 def _server(repo: Path, **kw) -> TritonServer:
-    kw.setdefault("startup_timeout_s", 120)
+    kw.setdefault("startup_timeout_s", 300)
     return TritonServer.ephemeral(repo, **kw)
 
 
@@ -180,8 +180,8 @@ def test_bad_config_fails_fast_with_diagnosis(repository, tmp_path):
     config.write_text(text)
     start = time.monotonic()
     with pytest.raises(ServerError, match="Diagnosis"):
-        _server(repo, startup_timeout_s=60).start()
-    assert time.monotonic() - start < 60
+        _server(repo, startup_timeout_s=300).start()
+    assert time.monotonic() - start < 120  # the server exits: no wait for the start-up timeout
 
 
 def test_wrong_python_stub_is_a_timeout_with_diagnosis_not_a_hang(
@@ -208,7 +208,7 @@ def test_wrong_python_stub_is_a_timeout_with_diagnosis_not_a_hang(
     start = time.monotonic()
     with pytest.raises(ServerError) as info:
         _server(repo, startup_timeout_s=20).start()
-    assert time.monotonic() - start < 60
+    assert time.monotonic() - start < 90  # the 20 s timeout and the stop, not a hang
     assert "Diagnosis" in str(info.value)
 
 

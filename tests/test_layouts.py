@@ -26,7 +26,7 @@ def _yolo11_server(repo, *, log_path) -> TritonServer:
         repo,
         model_control="explicit",
         load_models=["yolo11"],
-        startup_timeout_s=180,
+        startup_timeout_s=300,
         log_path=log_path,
     ).start()
 

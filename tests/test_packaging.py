@@ -190,9 +190,9 @@ def test_serve_and_infer_work_on_a_base_install(repository, valid_images, tmp_pa
 
     import tritonclient.grpc as grpcclient
 
-    from bonefrac.server import free_port
+    from bonefrac.server import free_ports
 
-    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    grpc_port, http_port, metrics_port = free_ports(3)
     serve = subprocess.Popen(
         _base_cli(
             not_in_base,

@@ -88,7 +88,10 @@ def test_nms_invariants(data, iou):
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_batched_nms_never_mixes_classes(data):
-    boxes = data.draw(boxes_in(300, 300, n_max=30))
+    # On a 1/256 px grid, so that float32 holds the class offset added to a box exactly (as in
+    # Ultralytics and torchvision, it moves coordinates by up to 0.002 px otherwise, which can
+    # tip an IoU that sits on the threshold).
+    boxes = np.round(data.draw(boxes_in(300, 300, n_max=30)) * 256) / 256
     n = len(boxes)
     scores = np.array(data.draw(st.lists(st.floats(0, 1), min_size=n, max_size=n)), np.float32)
     classes = np.array(data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), np.int64)

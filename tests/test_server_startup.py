@@ -16,7 +16,7 @@ def test_missing_artifact_fails_fast_with_diagnosis(repository, tmp_path):
     broken = tmp_path / "repo"
     shutil.copytree(repository, broken)
     (broken / "yolo11_detector" / "1" / "model.onnx").unlink()
-    server = TritonServer.ephemeral(broken, startup_timeout_s=60)
+    server = TritonServer.ephemeral(broken, startup_timeout_s=300)
     with pytest.raises(ServerError) as info:
         server.start()
     text = str(info.value)

@@ -15,7 +15,7 @@ def _serve_and_detect(repository, model, image):
     from bonefrac.client import DetectionClient
     from bonefrac.server import TritonServer
 
-    server = TritonServer.ephemeral(repository, startup_timeout_s=120)
+    server = TritonServer.ephemeral(repository, startup_timeout_s=300)
     with server, DetectionClient(server.grpc_url, model=model, timeout_s=60) as client:
         return client.detect(image.read_bytes(), conf_threshold=0.0)
 

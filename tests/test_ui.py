@@ -113,19 +113,27 @@ def _detect_and_wait(page, verdict: str) -> None:
 
     page.locator("#detect-btn").click()
     expect(page.locator("#verdict textarea")).to_have_value(re.compile(verdict), timeout=60_000)
-    page.locator("#annotated img").wait_for(timeout=30_000)
+    page.locator("#annotated img").wait_for(timeout=60_000)
+
+
+def _new_page(browser, **kwargs):
+    """A page that waits up to 2 minutes for anything (the first page load on 2 busy cores is
+    slow; Playwright's default is 30 s)."""
+    page = browser.new_page(**kwargs)
+    page.set_default_timeout(120_000)
+    return page
 
 
 def _open_with_example(browser, url: str, name: str, *, height: int):
     """A new page with the example ``name`` picked (its image and its label file filled)."""
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page = _new_page(browser, viewport={"width": 1400, "height": height})
     page.goto(url)
     page.get_by_text("Research use only").wait_for()
     page.locator("#examples").get_by_text(f"{name}.jpg").first.click()
     label = page.locator("#label-upload")
-    expect(label).to_contain_text(re.compile(rf"{name}\s*\.txt"), timeout=30_000)
+    expect(label).to_contain_text(re.compile(rf"{name}\s*\.txt"), timeout=60_000)
     return page
 
 
@@ -139,7 +147,7 @@ def test_browser_example_shows_labels_beside_the_findings(ui_url, tmp_path, brow
     expect(page.locator("#conf-frcnn")).to_be_visible()
     expect(page.locator("#conf-yolo11")).to_be_visible()
     _detect_and_wait(page, "^yolo11: .*\\nfrcnn: ")
-    expect(page.locator("#truth")).to_contain_text("Labels (dashed white): 1", timeout=30_000)
+    expect(page.locator("#truth")).to_contain_text("Labels (dashed white): 1", timeout=60_000)
     truth = page.locator("#truth").inner_text()
     assert "humerus" in truth and "**" not in truth
     assert "yolo11" in truth and "frcnn" in truth and "labels found" in truth
@@ -159,13 +167,13 @@ def test_browser_upload_detect_and_see_the_result(ui_url, browser):
     label_name = re.compile(r"wrist\s*\.txt")
     page.locator("#xray-upload").get_by_label("Clear").click()
     page.locator("#xray-upload input[type=file]").set_input_files(str(EXAMPLE))
-    expect(page.locator("#label-upload")).not_to_contain_text(label_name, timeout=30_000)
+    expect(page.locator("#label-upload")).not_to_contain_text(label_name, timeout=60_000)
     page.get_by_label("frcnn", exact=True).check()
     number = page.locator("#conf-frcnn input[type=number]")
     number.fill("0.05")
     number.press("Enter")
     _detect_and_wait(page, "^frcnn: ")
-    expect(page.locator("#detections-table")).to_contain_text("frcnn", timeout=30_000)
+    expect(page.locator("#detections-table")).to_contain_text("frcnn", timeout=60_000)
     table_text = page.locator("#detections-table").inner_text()
     assert "wrist positive" in table_text or "forearm fracture" in table_text
     assert "FRACTURE SUSPECTED" in page.locator("#verdict textarea").input_value()
@@ -173,10 +181,10 @@ def test_browser_upload_detect_and_see_the_result(ui_url, browser):
 
 
 def test_browser_shows_a_banner_when_triton_is_down(dead_ui_url, browser):
-    page = browser.new_page()
+    page = _new_page(browser)
     page.goto(dead_ui_url)
     banner = page.locator(".bf-down")
-    banner.wait_for(timeout=30_000)
+    banner.wait_for(timeout=60_000)
     assert "unavailable" in banner.inner_text()
     assert "Traceback" not in page.content()
 
@@ -201,14 +209,14 @@ def test_page_recovers_when_triton_comes_back(repository, tmp_path_factory, brow
     port = free_port()
     url, demo = _start(f"127.0.0.1:{port}", tmp_path_factory)
     try:
-        page = browser.new_page()
+        page = _new_page(browser)
         page.goto(url)
-        page.locator(".bf-down").wait_for(timeout=30_000)
+        page.locator(".bf-down").wait_for(timeout=60_000)
         server = TritonServer(
-            repository, grpc_port=port, http_port=0, metrics_port=0, startup_timeout_s=120
+            repository, grpc_port=port, http_port=0, metrics_port=0, startup_timeout_s=300
         )
         with server:
-            page.locator(".bf-up").wait_for(timeout=30_000)  # the status timer ticks every 5 s
+            page.locator(".bf-up").wait_for(timeout=60_000)  # the status timer ticks every 5 s
             assert "ready" in page.locator(".bf-up").inner_text()
     finally:
         demo.close()

@@ -21,5 +21,11 @@ def test_ultralytics_triton_client_matches_bonefrac_client(triton, valid_images)
             assert len(mine) == len(theirs) > 0
             a = np.c_[mine.xyxy, mine.scores, mine.class_ids]
             b = np.c_[theirs.xyxy.numpy(), theirs.conf.numpy(), theirs.cls.numpy()]
-            order = lambda m: m[np.lexsort(np.round(m.T[::-1], 2))]  # noqa: E731 - ties in scores
-            np.testing.assert_allclose(order(a), order(b), atol=0.02)
+            # Each detection has a twin on the other side: same class, box and score within
+            # 0.02 (paired by nearness, not by sort order: near-equal scores and coordinates
+            # may order differently on the two sides).
+            for x, y in ((a, b), (b, a)):
+                for row in x:
+                    twins = y[y[:, 5] == row[5]]
+                    gap = np.abs(twins[:, :5] - row[:5]).max(axis=1).min() if len(twins) else 1e9
+                    assert gap <= 0.02, f"{path.name}: {row} has no twin (nearest {gap:.4f})"
