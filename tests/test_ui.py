@@ -175,8 +175,9 @@ def test_browser_upload_detect_and_see_the_result(ui_url, browser):
     _detect_and_wait(page, "^frcnn: ")
     expect(page.locator("#detections-table")).to_contain_text("frcnn", timeout=60_000)
     table_text = page.locator("#detections-table").inner_text()
-    assert "wrist positive" in table_text or "forearm fracture" in table_text
-    assert "FRACTURE SUSPECTED" in page.locator("#verdict textarea").input_value()
+    verdict = page.locator("#verdict textarea").input_value()
+    top = re.search(r"^frcnn: FRACTURE SUSPECTED - top finding (.+) \(score", verdict)
+    assert top and top.group(1) in table_text, (verdict, table_text)  # the table's findings
     assert "No labels" in page.locator("#truth").inner_text()
 
 
@@ -264,21 +265,16 @@ def _iou(a, b) -> float:
     return w * h / union
 
 
-#: A valid-split image with several labels, some of which both models find at a low threshold
-#: (the first such by file name for the shipped models).
-HIT_IMAGE = "image1_1310_png.rf.daf759fe071a5733142e9847fb388e75.jpg"
-
-
-def _expected_hits(rows: list[list], labels) -> tuple[set[int], set[int]]:
-    """The hit rule by hand: rows (in descending score order) take the untaken label of their
-    class with the highest IoU, when it is >= 0.5."""
+def _expected_hits(det, labels) -> tuple[set[int], set[int]]:
+    """The hit rule by hand: findings (in descending score order) take the untaken label of
+    their class with the highest IoU, when it is >= 0.5."""
     taken: set[int] = set()
     hits: set[int] = set()
-    for i, row in enumerate(rows):
+    for i, (xyxy, name) in enumerate(zip(det.xyxy.tolist(), det.class_names)):
         ious = [
-            (_iou(row[3:7], box), g)
-            for g, (box, name) in enumerate(zip(labels.xyxy, labels.class_names))
-            if g not in taken and name == row[1]
+            (_iou(xyxy, box), g)
+            for g, (box, label) in enumerate(zip(labels.xyxy, labels.class_names))
+            if g not in taken and label == name
         ]
         best, g = max(ious, default=(0.0, -1))
         if best >= 0.5:
@@ -287,12 +283,10 @@ def _expected_hits(rows: list[list], labels) -> tuple[set[int], set[int]]:
     return hits, taken
 
 
-def test_handler_reports_which_findings_hit_the_labels(backend, data_dir):
+def _with_labels(backend, data_dir, image: Path):
     from bonefrac.ui import handlers
-    from bonefrac.ui.labels import read_labels
 
-    image = data_dir / "valid" / "images" / HIT_IMAGE
-    label_file = data_dir / "valid" / "labels" / HIT_IMAGE.replace(".jpg", ".txt")
+    label_file = data_dir / "valid" / "labels" / f"{image.stem}.txt"
     view = handlers.detect(
         backend,
         str(image),
@@ -301,13 +295,36 @@ def test_handler_reports_which_findings_hit_the_labels(backend, data_dir):
         protocol="7class",
         labels_path=str(label_file),
     )
+    return view, label_file
+
+
+@pytest.fixture(scope="module")
+def hit_image(backend, data_dir) -> Path:
+    """The first valid image (by file name) with several labels on which both shipped models
+    hit a label at threshold 0.01: chosen here, so that a retrained model needs no edit."""
+    for image in sorted((data_dir / "valid" / "images").glob("*.jpg")):
+        labels = (data_dir / "valid" / "labels" / f"{image.stem}.txt").read_text().split("\n")
+        if sum(bool(line.strip()) for line in labels) < 2:
+            continue
+        view, _ = _with_labels(backend, data_dir, image)
+        rows = {model: [r for r in view.rows if r[0] == model] for model in view.results}
+        if all(any(r[7] == "yes" for r in model_rows) for model_rows in rows.values()):
+            return image
+    pytest.fail("no valid image with several labels on which both shipped models hit a label")
+
+
+def test_handler_reports_which_findings_hit_the_labels(backend, data_dir, hit_image):
+    from bonefrac.ui import handlers
+    from bonefrac.ui.labels import read_labels
+
+    view, label_file = _with_labels(backend, data_dir, hit_image)
     assert handlers.TABLE_HEADERS[-1] == "hits a label"
     for model, det in view.results.items():
         labels = read_labels(label_file, image_size=det.image_size)
         assert len(labels) > 1, "the test needs several labels"
         rows = [r for r in view.rows if r[0] == model]
-        assert len(rows) > 0, "the test needs detections"
-        hits, found = _expected_hits(rows, labels)
+        assert len(rows) == len(det) > 0, "the test needs detections, one row each"
+        hits, found = _expected_hits(det, labels)
         assert hits, f"the test needs {model} to hit a label"
         assert {i for i, r in enumerate(rows) if r[7] == "yes"} == hits
         assert all(r[7] == "no" for i, r in enumerate(rows) if i not in hits)

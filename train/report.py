@@ -257,13 +257,18 @@ def _steps_table(steps: dict[str, dict], base_label: str, base: float) -> list[s
 
 
 def frcnn_speed_section(docs: Path) -> list[str]:
-    if not (rec := _speed_record(docs / "speed-frcnn.json")):
+    """One table per Faster R-CNN speed record (``speed-frcnn*.json``: one per kind of CPU
+    measured, since bfloat16 depends on it)."""
+    records = [_speed_record(path) for path in sorted(docs.glob("speed-frcnn*.json"))]
+    if not records:
         return []
+    return ["### Faster R-CNN", "", *(ln for rec in records for ln in _frcnn_speed_table(rec))]
+
+
+def _frcnn_speed_table(rec: dict[str, Any]) -> list[str]:
     steps = rec["steps"]
     base = next(iter(steps.values()))
     lines = [
-        "### Faster R-CNN",
-        "",
         f"`{rec['command']}`: the step of run `{rec['run']}` (its loader, augmentation, batch "
         f"{rec['batch']}, `train_step`) on {rec['machine']['cpus']} cores of "
         f"{rec['machine'].get('cpu', 'an unrecorded CPU')}, {rec['date']}, torch {rec['torch']}, "
