@@ -81,7 +81,7 @@ bench: $(VENV)/.dev perf-analyzer
 TRAIN_RUNS ?= docs/train/frcnn-mnv3-512-gn
 train: $(VENV)/.dev
 	mkdir -p runs
-	nohup nice -n 19 $(BIN)/python -m bonefrac.train.resume $(TRAIN_RUNS) >> runs/train.log 2>&1 &
+	nohup nice -n 19 $(BIN)/python -m bonefrac.train.resume $(TRAIN_RUNS) --precision auto >> runs/train.log 2>&1 &
 	@echo "training in the background: tail -f runs/train.log"
 
 # Score the newest snapshot of each run with bonefrac eval (valid, 6-class) and rewrite

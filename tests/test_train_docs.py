@@ -43,7 +43,13 @@ def test_a_card_pinned_to_an_epoch_leaves_out_what_came_after(tmp_path):
         "resumes": [
             {"after_epoch": 4, "epochs": 24, "planned_before": 24, "device": "cuda: H200"},
             {"after_epoch": 12, "epochs": 24, "planned_before": 24, "device": "cpu"},
-            {"after_epoch": 17, "epochs": 24, "planned_before": 24, "device": "cpu"},
+            {
+                "after_epoch": 17,
+                "epochs": 24,
+                "planned_before": 24,
+                "device": "cpu",
+                "precision": "bfloat16",  # a resume on a CPU that runs bfloat16 fast
+            },
         ],
     }
     (tmp_path / "bonefrac_train.json").write_text(json.dumps(record))
@@ -59,4 +65,5 @@ def test_a_card_pinned_to_an_epoch_leaves_out_what_came_after(tmp_path):
     by = "epochs 1-4: 2-core CPU; 5-12: cuda: H200; 13-17: 2-core CPU"
     assert by in pinned["machine"]
     whole = training_record(tmp_path)
-    assert whole["epochs_done"] == 19 and "13-19: 2-core CPU" in whole["machine"]
+    assert whole["epochs_done"] == 19
+    assert "13-17: 2-core CPU; 18-19: 2-core CPU, bfloat16" in whole["machine"]

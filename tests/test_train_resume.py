@@ -80,16 +80,20 @@ def _assert_no_machine_paths(snapshot, *absolute_paths):
         assert not leaks, f"{absolute} is in {leaks}"
 
 
-def test_frcnn_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_path):
+def test_frcnn_snapshot_resumes_on_a_new_machine_and_scores_a_curve(
+    tiny_data, tmp_path, monkeypatch
+):
     """A Faster R-CNN run mirrors a compact snapshot (FP16 weights, no optimizer) every epoch;
     with its run folder gone, `python -m bonefrac.train.resume` goes on from it, and the curve
     scorer exports and scores it through the evaluator."""
     import torch
 
     from bonefrac.train import TrainError, snapshot_config
+    from bonefrac.train import resume as resume_module
     from bonefrac.train.curve import frcnn_checkpoint_epoch, read_curve, score_snapshot
     from bonefrac.train.frcnn import FrcnnTrainConfig, save_snapshot, train_frcnn
     from bonefrac.train.resume import family, main
+    from bonefrac.train.speed import best_precision
 
     snapshot = tmp_path / "snapshot"
     config = FrcnnTrainConfig(
@@ -124,11 +128,19 @@ def test_frcnn_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, t
     # What may differ on another machine is given on the command line; the rest is refused.
     with pytest.raises(TrainError, match="no option colour"):
         snapshot_config(FrcnnTrainConfig, snapshot, colour="red")
-    assert main([str(snapshot), "--device", "cpu", "--threads", "1", "--data", str(tiny_data)]) == 0
+    args = ["--device", "cpu", "--threads", "1", "--data", str(tiny_data)]
+    assert main([str(snapshot), *args, "--precision", "float32"]) == 0
     assert _epochs_in(snapshot / "results.csv") == [1, 2]
     resumed = json.loads((config.run_dir / "bonefrac_train.json").read_text())["resumes"]
     assert resumed[-1]["after_epoch"] == 1 and resumed[-1]["momentum_restarted"] is True
     assert resumed[-1]["device"] == "cpu" and resumed[-1]["cpus"] >= 1
+    assert resumed[-1]["precision"] == "float32"
+    # auto: bfloat16 where this CPU has bfloat16 instructions, float32 where it has not
+    asked = []
+    monkeypatch.setattr(resume_module, "resume", lambda folder, **kw: asked.append(kw) or folder)
+    assert main([str(snapshot), *args, "--precision", "auto"]) == 0
+    assert asked[0]["precision"] == best_precision("cpu") and asked[0]["threads"] == 1
+    assert best_precision("cuda") == "bfloat16"
     epoch, hours = frcnn_checkpoint_epoch(snapshot)
     assert epoch == 2 and hours > 0
 

@@ -367,6 +367,7 @@ def _resume(config: FrcnnTrainConfig, model, optimizer) -> _Progress:
                 "momentum_restarted": "optimizer" not in state,
                 "device": _device_name(config.device),
                 "cpus": os.cpu_count(),
+                "precision": config.precision,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )

@@ -238,13 +238,17 @@ def _device_label(device: str | None, cpus: Any) -> str:
 
 def epochs_by_machine(record: dict[str, Any], last_epoch: int) -> str:
     """Which epochs ran on which device, from a Faster R-CNN record's start and resumes
-    (``epochs 1-4: 2-core CPU; 5-12: cuda: NVIDIA H200``); just the device when one ran all."""
+    (``epochs 1-4: 2-core CPU; 5-12: cuda: NVIDIA H200``, with the precision where a resume
+    changed it: ``9-12: 2-core CPU, bfloat16``); just the device when one ran all."""
     machine = record.get("machine", {})
     start = machine.get("device") or record.get("config", {}).get("device")
+    precision = record.get("config", {}).get("precision", "float32")
     spans = [(1, _device_label(start, machine.get("cpus", "?")))]
     for r in record.get("resumes", []):
         if r["after_epoch"] < last_epoch and "device" in r:
             label = _device_label(r["device"], r.get("cpus", machine.get("cpus", "?")))
+            if r.get("precision", precision) != precision:  # a resume in another precision
+                label += f", {r['precision']}"
             if label != spans[-1][1]:
                 spans.append((r["after_epoch"] + 1, label))
     if len(spans) == 1:

@@ -6,7 +6,9 @@ says which trainer it belongs to (YOLO11 or Faster R-CNN), and the run goes on w
 configuration it was started with. A new machine rebuilds the run folder under ``runs/`` from
 the snapshot. What may differ on another machine can be given: ``--device cuda --workers 8``
 moves a Faster R-CNN run onto a GPU node (``RESUME=docs/train/RUN bash train/gpu_run.sh``), and
-``--data`` points at the dataset where that machine keeps it.
+``--data`` points at the dataset where that machine keeps it; ``--precision auto`` (what
+``make train`` asks for) trains in bfloat16 where the machine runs it fast and in float32 where
+it does not (each resume records the precision it used).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 from pathlib import Path
 
 from bonefrac.train import TrainError, record_config
+from bonefrac.train.speed import best_precision
 
 
 def family(folder: str | Path) -> str:
@@ -50,13 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--threads", type=int, help="torch CPU threads; default: the record's")
     p.add_argument(
-        "--precision", choices=("float32", "bfloat16"), help="Faster R-CNN; default: the record's"
+        "--precision",
+        choices=("float32", "bfloat16", "auto"),
+        help="default: the record's; auto: bfloat16 where this machine runs it fast (a GPU, a CPU "
+        "with bfloat16 instructions), float32 elsewhere",
     )
     p.add_argument("--data", help="the dataset's data.yaml on this machine; default: the record's")
     args = p.parse_args(argv)
     overrides = {k: getattr(args, k) for k in ("device", "workers", "threads", "precision", "data")}
     for folder in args.snapshots:
         try:
+            if args.precision == "auto":
+                device = args.device or record_config(folder).get("device")
+                overrides["precision"] = best_precision(device)
+                print(f"{folder}: training in {overrides['precision']} on this machine", flush=True)
             print(f"best checkpoint: {resume(folder, **overrides)}", flush=True)
         except TrainError as exc:
             print(f"bonefrac train: {exc}")

@@ -206,6 +206,16 @@ def cpu_model() -> str:
     return f"{name} ({', '.join(bf16) or 'no bfloat16 instructions'})"
 
 
+def best_precision(device: str | None) -> str:
+    """The precision a run should train in on this machine: ``bfloat16`` on a GPU and on a CPU
+    with bfloat16 instructions (a Faster R-CNN step 1.27x faster on an AMD EPYC with AVX-512
+    BF16, ``docs/train/speed-frcnn-avx512bf16.json``), ``float32`` on a CPU without them
+    (8x slower there, ``docs/train/speed-frcnn.json``)."""
+    if device not in (None, "", "cpu"):
+        return "bfloat16"
+    return "float32" if "no bfloat16" in cpu_model() else "bfloat16"
+
+
 def slow_bfloat16(precision: str, device: str) -> str | None:
     """A warning when bfloat16 autocast is asked for on a CPU without bfloat16 instructions
     (there PyTorch falls back to slow kernels: a Faster R-CNN step took 8x as long,
