@@ -182,6 +182,23 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
+def group_stubs(group: int) -> list[int]:
+    """Python-backend stubs running in a tritonserver's process group (the server runs in its
+    own session, so the group is its pid). A SIGKILLed server cannot stop its stubs: they go on
+    holding their memory, orphans, until someone stops them."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != group or fields[0] == "Z":  # pgrp; a zombie is gone already
+                continue
+            if b"triton_python_backend_stub" in (stat.parent / "cmdline").read_bytes():
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):  # ended meanwhile
+            continue
+    return found
+
+
 def diagnose(log: str) -> str:
     """A one-paragraph diagnosis of a tritonserver log that ended in failure."""
     checks = [
@@ -445,11 +462,12 @@ class TritonServer:
     def stop(self, *, timeout_s: float = 20.0) -> int | None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout_s``); returns its exit code.
 
-        After a SIGKILL, removes the shared-memory files that this server's Python backend
-        left behind.
+        After a SIGKILL (here or by anyone), also stops the Python-backend stubs the server
+        left running and removes the shared-memory files they used.
         """
         code = None
         killed = False
+        group = self.process.pid if self.process is not None else None
         if self.process is not None:
             if self.process.poll() is None:
                 self.process.send_signal(signal.SIGTERM)
@@ -465,7 +483,13 @@ class TritonServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-        if killed:
+        if killed and group is not None:
+            for pid in group_stubs(group):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while group_stubs(group) and time.monotonic() < deadline:
+                time.sleep(0.05)
             for path in set(glob.glob(_SHM_GLOB)) - self._shm_before:
                 with contextlib.suppress(OSError):
                     os.unlink(path)

@@ -27,7 +27,7 @@ from bonefrac.client import (
     ServerUnavailableError,
 )
 from bonefrac.errors import ServerError
-from bonefrac.server import GrpcTls, TritonServer, free_port
+from bonefrac.server import GrpcTls, TritonServer, free_port, group_stubs
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -67,13 +67,16 @@ def test_kill_under_load_then_clients_recover(repository, tmp_path, valid_images
     thread = threading.Thread(target=load, daemon=True)
     thread.start()
     time.sleep(1.0)  # let the load run before the fault
+    group = server.pid
+    assert group_stubs(group)  # the stubs of yolo11's pre- and post-processing
     os.kill(server.pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while not errors and time.monotonic() < deadline:
         time.sleep(0.05)
     stop.set()
     thread.join(timeout=30)
-    server.stop()  # reaps it and removes the shared memory it left
+    server.stop()  # reaps it, stops the stubs it left running and removes their shared memory
+    assert group_stubs(group) == []
     assert errors and all(isinstance(e, ServerUnavailableError) for e in errors), errors[:3]
     assert "unavailable" in str(errors[0])
     leaked = set(glob.glob("/dev/shm/triton_python_backend_shm_region_*")) - shm_before
