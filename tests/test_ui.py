@@ -299,25 +299,26 @@ def _with_labels(backend, data_dir, image: Path):
 
 
 @pytest.fixture(scope="module")
-def hit_image(backend, data_dir) -> Path:
-    """The first valid image (by file name) with several labels on which both shipped models
-    hit a label at threshold 0.01: chosen here, so that a retrained model needs no edit."""
+def hit_view(backend, data_dir):
+    """The app's answer (and the label file) for the first valid image (by file name) with
+    several labels on which both shipped models hit a label at threshold 0.01: chosen here, so
+    that a retrained model needs no edit."""
     for image in sorted((data_dir / "valid" / "images").glob("*.jpg")):
         labels = (data_dir / "valid" / "labels" / f"{image.stem}.txt").read_text().split("\n")
         if sum(bool(line.strip()) for line in labels) < 2:
             continue
-        view, _ = _with_labels(backend, data_dir, image)
+        view, label_file = _with_labels(backend, data_dir, image)
         rows = {model: [r for r in view.rows if r[0] == model] for model in view.results}
         if all(any(r[7] == "yes" for r in model_rows) for model_rows in rows.values()):
-            return image
+            return view, label_file
     pytest.fail("no valid image with several labels on which both shipped models hit a label")
 
 
-def test_handler_reports_which_findings_hit_the_labels(backend, data_dir, hit_image):
+def test_handler_reports_which_findings_hit_the_labels(hit_view):
     from bonefrac.ui import handlers
     from bonefrac.ui.labels import read_labels
 
-    view, label_file = _with_labels(backend, data_dir, hit_image)
+    view, label_file = hit_view
     assert handlers.TABLE_HEADERS[-1] == "hits a label"
     for model, det in view.results.items():
         labels = read_labels(label_file, image_size=det.image_size)
