@@ -25,7 +25,7 @@ def _epochs_in(results_csv):
 
 def test_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_path, monkeypatch):
     from bonefrac.train import TrainError
-    from bonefrac.train.curve import checkpoint_epoch, read_curve, score_snapshot
+    from bonefrac.train.curve import checkpoint_epoch, read_curve, score_snapshot, snapshot_epoch
     from bonefrac.train.yolo11 import Yolo11TrainConfig, train_yolo11
 
     monkeypatch.chdir(tmp_path)  # the repository root of this run: paths relative to it
@@ -55,7 +55,7 @@ def test_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_pat
     # A new machine: the run folder is gone, only the committed snapshot is left.
     shutil.rmtree(tmp_path / "runs")
     train_yolo11(config, resume=True)
-    assert checkpoint_epoch(snapshot / "checkpoint.pt")[0] == 2
+    assert checkpoint_epoch(snapshot / "checkpoint.pt")[0] == snapshot_epoch(snapshot) == 2
     assert _epochs_in(snapshot / "results.csv") == [1, 2]
     _assert_no_machine_paths(snapshot, tmp_path, tiny_data.parent)  # a resume adds pt_path
 
@@ -90,7 +90,12 @@ def test_frcnn_snapshot_resumes_on_a_new_machine_and_scores_a_curve(
 
     from bonefrac.train import TrainError, snapshot_config
     from bonefrac.train import resume as resume_module
-    from bonefrac.train.curve import frcnn_checkpoint_epoch, read_curve, score_snapshot
+    from bonefrac.train.curve import (
+        frcnn_checkpoint_epoch,
+        read_curve,
+        score_snapshot,
+        snapshot_epoch,
+    )
     from bonefrac.train.frcnn import FrcnnTrainConfig, save_snapshot, train_frcnn
     from bonefrac.train.resume import family, main
     from bonefrac.train.speed import best_precision
@@ -143,6 +148,7 @@ def test_frcnn_snapshot_resumes_on_a_new_machine_and_scores_a_curve(
     assert best_precision("cuda") == "bfloat16"
     epoch, hours = frcnn_checkpoint_epoch(snapshot)
     assert epoch == 2 and hours > 0
+    assert snapshot_epoch(snapshot) == 2  # what `curve --every N` watches
 
     point = score_snapshot(snapshot, data=str(tiny_data))
     # the curve's hours are rounded to 3.6 s (a fast machine trains these epochs in less)

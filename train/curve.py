@@ -109,6 +109,20 @@ def frcnn_checkpoint_epoch(folder: Path) -> tuple[int, float]:
     return epoch, seconds / 3600.0
 
 
+def snapshot_epoch(folder: Path) -> int | None:
+    """Epochs completed by a snapshot (YOLO11 or Faster R-CNN, as its record says); None while
+    it has no checkpoint yet."""
+    from bonefrac.train.frcnn import SNAPSHOT_CHECKPOINT
+    from bonefrac.train.resume import family
+
+    if family(folder) == "yolo11":
+        checkpoint = folder / "checkpoint.pt"
+        return checkpoint_epoch(checkpoint)[0] if checkpoint.is_file() else None
+    if not (folder / SNAPSHOT_CHECKPOINT).is_file():
+        return None
+    return frcnn_checkpoint_epoch(folder)[0]
+
+
 def _export_snapshot(folder: Path, repo: str, *, data: str) -> tuple[str, int, float]:
     """Export a snapshot's checkpoint (YOLO11 or Faster R-CNN, as its record says) into
     ``repo``; returns the ensemble's name, the checkpoint's epoch and training hours."""
@@ -210,17 +224,15 @@ def watch(folder: str | Path, *, data: str, every: int, poll_s: float = 60.0) ->
     folder = Path(folder)
     scored = {p.epoch for p in read_curve(folder)}
     while True:
-        checkpoint = folder / "checkpoint.pt"
-        if checkpoint.is_file():
-            epoch, _ = checkpoint_epoch(checkpoint)
-            if epoch % every == 0 and epoch not in scored:
-                point = score_snapshot(folder, data=data)
-                scored.add(point.epoch)
-                print(
-                    f"epoch {point.epoch}: AP50 {point.ap50:.4f} AP50-95 {point.ap50_95:.4f} "
-                    f"sens@1FP {point.sens_at_1fp:.3f}",
-                    flush=True,
-                )
+        epoch = snapshot_epoch(folder)
+        if epoch is not None and epoch % every == 0 and epoch not in scored:
+            point = score_snapshot(folder, data=data)
+            scored.add(point.epoch)
+            print(
+                f"epoch {point.epoch}: AP50 {point.ap50:.4f} AP50-95 {point.ap50_95:.4f} "
+                f"sens@1FP {point.sens_at_1fp:.3f}",
+                flush=True,
+            )
         time.sleep(poll_s)
 
 
