@@ -78,7 +78,7 @@ bench: $(VENV)/.dev perf-analyzer
 # Long training runs resume from their committed snapshots (docs/train/RUN: YOLO11 or Faster
 # R-CNN, as the record says), in the background under nice, one after another; the log is
 # runs/train.log. Stop: pkill -f bonefrac.train.resume (pause: pkill -STOP, go on: pkill -CONT).
-TRAIN_RUNS ?= docs/train/frcnn-mnv3-512-gn
+TRAIN_RUNS ?= docs/train/yolo11n-640
 train: $(VENV)/.dev
 	mkdir -p runs
 	nohup nice -n 19 $(BIN)/python -m bonefrac.train.resume $(TRAIN_RUNS) --precision auto >> runs/train.log 2>&1 &

@@ -67,3 +67,38 @@ def test_a_card_pinned_to_an_epoch_leaves_out_what_came_after(tmp_path):
     whole = training_record(tmp_path)
     assert whole["epochs_done"] == 19
     assert "13-17: 2-core CPU; 18-19: 2-core CPU, bfloat16" in whole["machine"]
+
+
+def test_plateau_takes_the_last_three_evaluations_ten_percent_apart():
+    """Issue #13's rule for a curve that has flattened: the last three evaluations, each after at
+    least 10 % more epochs than the one before, within 0.005 AP50."""
+    from bonefrac.train.curve import CurvePoint, plateau
+
+    def curve(ap50_by_epoch):
+        return [
+            CurvePoint(e, e * 0.4, ap, ap / 3, ap * 2, "2026-12-07T00:00:00Z")
+            for e, ap in ap50_by_epoch.items()
+        ]
+
+    flat = plateau(curve({e: 0.05 + 0.001 * (e % 3) for e in range(10, 25)}))
+    assert [p.epoch for p in flat.points] == [19, 21, 24]  # 22 * 1.1 > 24; 20 * 1.1 > 21
+    assert flat.flat and abs(flat.spread - 0.001) < 1e-9  # 0.051, 0.050, 0.050
+    assert "flattened" in flat.sentence() and "19, 21, 24" in flat.sentence()
+
+    rising = plateau(curve({10: 0.02, 12: 0.03, 14: 0.04, 16: 0.05}))
+    assert [p.epoch for p in rising.points] == [12, 14, 16] and not rising.flat
+    assert "still moving" in rising.sentence()
+
+    short = plateau(curve({5: 0.05, 6: 0.05}))  # 6 / 5 = 1.2 but only two points
+    assert not short.flat and "too few" in short.sentence()
+    assert plateau([]) is None
+
+
+def test_cards_say_how_far_each_model_is_from_the_published_one():
+    from bonefrac.train.model_card import distance_note
+
+    report = {"ap50": 0.0542, "sens_at_1fp": 0.13}
+    ref = {"name": "Faster R-CNN", "ap50": 0.271, "sens_at_1fp": 0.471}
+    text = distance_note(report, ref, DOCS / "frcnn-mnv3-512-gn")
+    assert "AP50 0.0542 is 20% of its 0.271" in text
+    assert "learning curve:" in text and "frcnn-mnv3-512-gn/curve.csv" in text

@@ -50,6 +50,58 @@ def read_curve(folder: str | Path) -> list[CurvePoint]:
         ]
 
 
+#: A curve has flattened when its last three evaluations, each taken after at least 10 % more
+#: epochs than the one before, lie within this AP50 of one another (issue #13's rule).
+PLATEAU_AP50 = 0.005
+PLATEAU_STEP = 1.10
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """The last three evaluations of a curve spaced by at least ``PLATEAU_STEP`` in epochs."""
+
+    points: tuple[CurvePoint, ...]
+    spread: float  # max - min AP50 of the points
+    hours: float  # training hours at the last point
+
+    @property
+    def flat(self) -> bool:
+        return len(self.points) == 3 and self.spread <= PLATEAU_AP50
+
+    def sentence(self) -> str:
+        """The plain statement a card or report prints."""
+        if len(self.points) < 3:
+            return (
+                f"learning curve: {self.hours:.1f} training hours, too few evaluations spaced "
+                "10 % apart in epochs to say whether it has flattened"
+            )
+        epochs = ", ".join(str(p.epoch) for p in self.points)
+        values = ", ".join(f"{p.ap50:.4f}" for p in self.points)
+        bound = f"{PLATEAU_AP50}"
+        verdict = f"flattened (within {bound})" if self.flat else f"still moving (> {bound})"
+        return (
+            f"learning curve: {self.hours:.1f} training hours; valid AP50 after epochs {epochs} "
+            f"(each at least 10 % more epochs than the one before): {values}, spread "
+            f"{self.spread:.4f}: {verdict}"
+        )
+
+
+def plateau(points: list[CurvePoint]) -> Plateau | None:
+    """The last point and, going back, each latest point with at most 1/``PLATEAU_STEP`` of the
+    epochs of the one chosen after it (three at most); None for an empty curve."""
+    if not points:
+        return None
+    chosen = [max(points, key=lambda p: p.epoch)]
+    while len(chosen) < 3:
+        earlier = [p for p in points if p.epoch * PLATEAU_STEP <= chosen[-1].epoch + 1e-9]
+        if not earlier:
+            break
+        chosen.append(max(earlier, key=lambda p: p.epoch))
+    chosen.reverse()
+    ap = [p.ap50 for p in chosen]
+    return Plateau(tuple(chosen), max(ap) - min(ap), chosen[-1].train_hours)
+
+
 def _append(folder: Path, point: CurvePoint) -> None:
     path = folder / CURVE_CSV
     new = not path.is_file()

@@ -78,6 +78,22 @@ def speed_note(model: str, compare_to: str | None, bench: Path = BENCH_RECORD) -
     return text + "."
 
 
+def distance_note(report: dict[str, Any], ref: dict[str, Any], run: Path) -> str:
+    """How far a model is from the published one, and whether its learning curve has flattened
+    (a run scored by ``python -m bonefrac.train.curve``; the curve may go past the shipped
+    epoch)."""
+    from bonefrac.train.curve import plateau, read_curve
+
+    text = (
+        f"How far from the published pretrained {ref['name']}: AP50 {report['ap50']:.4f} is "
+        f"{report['ap50'] / ref['ap50']:.0%} of its {ref['ap50']:.3f}, sensitivity at 1 FP/image "
+        f"{report['sens_at_1fp']:.3f} against {ref['sens_at_1fp']:.3f}"
+    )
+    if found := plateau(read_curve(run)):
+        text += f"; {found.sentence()} (`{run}/curve.csv`)"
+    return text + "."
+
+
 def readme_models(cards_path: Path) -> str:
     """The README's paragraph on the bundled models, from the same records as the cards."""
     spec = json.loads(cards_path.read_text())
@@ -342,6 +358,8 @@ def models_doc(cards_path: Path) -> str:
         speed = speed_note(name, other)
         if speed:
             notes.append(speed)
+        if ref := PUBLISHED.get(entry.get("published", "")):
+            notes.insert(0, distance_note(report, ref, Path(entry["run"])))
         if other in reports:
             delta = report["ap50"] - reports[other]["ap50"]
             notes.insert(

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bonefrac.train.curve import CURVE_PNG, cumulative_seconds, read_curve
+from bonefrac.train.curve import CURVE_PNG, cumulative_seconds, plateau, read_curve
 from bonefrac.train.model_card import epochs_by_machine
 
 DATA_CREDIT = (
@@ -207,7 +207,9 @@ def curves_section(runs: list[dict[str, Any]]) -> list[str]:
             f"{p.sens_at_1fp:.3f} |"
             for p in run["curve"]
         ]
-        lines += ["", f"![{run['name']}]({run['name']}/{CURVE_PNG})", ""]
+        said = plateau(run["curve"]).sentence()
+        lines += ["", f"{said[0].upper()}{said[1:]}.", ""]
+        lines += [f"![{run['name']}]({run['name']}/{CURVE_PNG})", ""]
     return lines
 
 
