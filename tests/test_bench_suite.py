@@ -63,7 +63,7 @@ def test_suite_quick(repository, data_dir, tmp_path):
         "Ultralytics' Triton-guide layout at concurrency 4",
         "| ultralytics-triton | yolo11 | 4 client threads |",
         "served Faster R-CNN >= 2 x its throughput of 2026-11-24",
-        "Faster R-CNN AP50 on valid within 0.01",
+        "Faster R-CNN AP50 on valid at most 0.01 below",
         "served Faster R-CNN vs torchvision in PyTorch",
         "| torchvision | frcnn | 2 threads |",
         "## CPU per request",
