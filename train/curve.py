@@ -54,6 +54,7 @@ def read_curve(folder: str | Path) -> list[CurvePoint]:
 #: epochs than the one before, lie within this AP50 of one another (issue #13's rule).
 PLATEAU_AP50 = 0.005
 PLATEAU_STEP = 1.10
+_STEP_PCT = round((PLATEAU_STEP - 1) * 100)  # as the sentences say it
 
 
 @dataclass(frozen=True)
@@ -73,15 +74,18 @@ class Plateau:
         if len(self.points) < 3:
             return (
                 f"learning curve: {self.hours:.1f} training hours, too few evaluations spaced "
-                "10 % apart in epochs to say whether it has flattened"
+                f"{_STEP_PCT} % apart in epochs to say whether it has flattened"
             )
         epochs = ", ".join(str(p.epoch) for p in self.points)
         values = ", ".join(f"{p.ap50:.4f}" for p in self.points)
-        bound = f"{PLATEAU_AP50}"
-        verdict = f"flattened (within {bound})" if self.flat else f"still moving (> {bound})"
+        verdict = (
+            f"flattened (within {PLATEAU_AP50})"
+            if self.flat
+            else f"still moving (> {PLATEAU_AP50})"
+        )
         return (
             f"learning curve: {self.hours:.1f} training hours; valid AP50 after epochs {epochs} "
-            f"(each at least 10 % more epochs than the one before): {values}, spread "
+            f"(each at least {_STEP_PCT} % more epochs than the one before): {values}, spread "
             f"{self.spread:.4f}: {verdict}"
         )
 
