@@ -235,6 +235,15 @@ def diagnose(log: str) -> str:
     return " ".join(found) if found else "See the log lines above."
 
 
+def still_loading(log: str) -> list[str]:
+    """The models a tritonserver log shows loading and not yet loaded or failed, in log order
+    (``name:version``). While it loads models the server answers no endpoint, so its log is
+    the only place that says what it is waiting for."""
+    loading = re.findall(r'"loading: ([^":]+):(\d+)"', log)
+    done = set(re.findall(r"(?:successfully loaded|failed to load) '([^']+)'", log))
+    return [f"{name}:{version}" for name, version in dict.fromkeys(loading) if name not in done]
+
+
 def _error_lines(log: str, *, limit: int = 25) -> str:
     lines = log.splitlines()
     picked = [ln for ln in lines if re.match(r"^[EW]\d{4}", ln) or "Error" in ln or "error" in ln]
@@ -454,9 +463,11 @@ class TritonServer:
                 "Python version makes loading hang forever; check that the stub matches "
                 f"Python {sys.version_info.major}.{sys.version_info.minor}."
             )
+        pending = still_loading(log)
+        waiting = f"Models not ready yet: {', '.join(pending)}.\n" if pending else ""
         raise ServerError(
             f"tritonserver was not ready after {timeout_s:.0f} s.\n{_error_lines(log)}\n"
-            f"Diagnosis: {hint}\nFull log: {self._log_path}"
+            f"{waiting}Diagnosis: {hint}\nFull log: {self._log_path}"
         )
 
     def stop(self, *, timeout_s: float = 20.0) -> int | None:

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from bonefrac.errors import ServerError
-from bonefrac.server import TritonServer, diagnose
+from bonefrac.server import TritonServer, diagnose, still_loading
 
 pytestmark = pytest.mark.server
 
@@ -35,3 +35,39 @@ def test_diagnosis_names_known_causes():
         "AttributeError: '_thread.RLock' object has no attribute '_recursion_count'"
     )
     assert "environment" in diagnose("ModuleNotFoundError: No module named 'bonefrac'")
+
+
+def test_timeout_names_the_models_still_loading(tmp_path):
+    """A model whose initialize outlasts the start-up timeout: the error says which one."""
+    model = tmp_path / "repo" / "slow_model"
+    (model / "1").mkdir(parents=True)
+    (model / "config.pbtxt").write_text(
+        'name: "slow_model"\nbackend: "python"\nmax_batch_size: 0\n'
+        'input { name: "x" data_type: TYPE_FP32 dims: 1 }\n'
+        'output { name: "y" data_type: TYPE_FP32 dims: 1 }\n'
+        "instance_group { count: 1 kind: KIND_CPU }\n"
+    )
+    (model / "1" / "model.py").write_text(
+        "import time\n\n\nclass TritonPythonModel:\n"
+        "    def initialize(self, args):\n        time.sleep(120)\n\n"
+        "    def execute(self, requests):\n        return []\n"
+    )
+    server = TritonServer.ephemeral(tmp_path / "repo", startup_timeout_s=15)
+    with pytest.raises(ServerError) as info:
+        server.start()
+    text = str(info.value)
+    assert "not ready after 15 s" in text
+    assert "Models not ready yet: slow_model:1." in text, text
+    assert server.process is None
+
+
+def test_still_loading_reads_the_log():
+    log = (
+        'I1 model_lifecycle.cc:472] "loading: a_pre:1"\n'
+        'I1 model_lifecycle.cc:472] "loading: a_det:1"\n'
+        'I1 model_lifecycle.cc:472] "loading: b:2"\n'
+        "I1 model_lifecycle.cc:839] \"successfully loaded 'a_pre'\"\n"
+        "E1 model_lifecycle.cc:642] \"failed to load 'b' version 2: Internal: boom\"\n"
+    )
+    assert still_loading(log) == ["a_det:1"]
+    assert still_loading("") == []
