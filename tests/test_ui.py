@@ -213,12 +213,21 @@ def test_page_recovers_when_triton_comes_back(repository, tmp_path_factory, brow
         page = _new_page(browser)
         page.goto(url)
         page.locator(".bf-down").wait_for(timeout=60_000)
+        # The page needs a live server, not every model: the YOLO11 pipeline alone keeps this
+        # restart light beside the session's server (and any training on the same cores).
         server = TritonServer(
-            repository, grpc_port=port, http_port=0, metrics_port=0, startup_timeout_s=300
+            repository,
+            grpc_port=port,
+            http_port=0,
+            metrics_port=0,
+            model_control="explicit",
+            load_models=["yolo11"],
+            startup_timeout_s=300,
         )
         with server:
             page.locator(".bf-up").wait_for(timeout=60_000)  # the status timer ticks every 5 s
-            assert "ready" in page.locator(".bf-up").inner_text()
+            status = page.locator(".bf-up").inner_text()
+            assert "live, ready" in status and "yolo11 v1 (ready)" in status, status
     finally:
         demo.close()
 
