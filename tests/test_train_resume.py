@@ -4,6 +4,7 @@ learning curve is scored by the project's evaluator."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -24,8 +25,11 @@ def _epochs_in(results_csv):
 
 
 def test_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_path, monkeypatch):
+    import torch
+
     from bonefrac.train import TrainError
     from bonefrac.train.curve import checkpoint_epoch, read_curve, score_snapshot, snapshot_epoch
+    from bonefrac.train.model_card import epochs_by_machine
     from bonefrac.train.yolo11 import Yolo11TrainConfig, train_yolo11
 
     monkeypatch.chdir(tmp_path)  # the repository root of this run: paths relative to it
@@ -52,11 +56,18 @@ def test_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_pat
     assert _epochs_in(snapshot / "results.csv") == [1]
     _assert_no_machine_paths(snapshot, tmp_path, tiny_data.parent)
 
-    # A new machine: the run folder is gone, only the committed snapshot is left.
+    # A new machine: the run folder is gone, only the committed snapshot is left. It has no
+    # bfloat16 instructions: the run goes on in float32 (Ultralytics would keep the checkpoint's
+    # amp and emulate bfloat16, ten times slower), and the record says so.
     shutil.rmtree(tmp_path / "runs")
-    train_yolo11(config, resume=True)
+    train_yolo11(dataclasses.replace(config, precision="float32"), resume=True)
     assert checkpoint_epoch(snapshot / "checkpoint.pt")[0] == snapshot_epoch(snapshot) == 2
     assert _epochs_in(snapshot / "results.csv") == [1, 2]
+    saved = torch.load(snapshot / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert saved["train_args"]["amp"] is False
+    record = json.loads((snapshot / "bonefrac_train.json").read_text())
+    assert [(r["after_epoch"], r["precision"]) for r in record["resumes"]] == [(1, "float32")]
+    assert epochs_by_machine(record, 2).endswith(f"2: {os.cpu_count()}-core CPU, float32")
     _assert_no_machine_paths(snapshot, tmp_path, tiny_data.parent)  # a resume adds pt_path
 
     point = score_snapshot(snapshot, data=str(tiny_data))

@@ -253,7 +253,7 @@ def _device_label(device: str | None, cpus: Any) -> str:
 
 
 def epochs_by_machine(record: dict[str, Any], last_epoch: int) -> str:
-    """Which epochs ran on which device, from a Faster R-CNN record's start and resumes
+    """Which epochs ran on which device, from a training record's start and resumes
     (``epochs 1-4: 2-core CPU; 5-12: cuda: NVIDIA H200``, with the precision where a resume
     changed it: ``9-12: 2-core CPU, bfloat16``); just the device when one ran all."""
     machine = record.get("machine", {})
@@ -309,8 +309,8 @@ def training_record(
     wall = f"{seconds / 3600:.2f} h for {len(rows)} epochs (results.csv of the run)"
     if record.get("resumes"):
         wall += "; " + "; ".join(
-            f"resumed after epoch {r['after_epoch']} with {r['epochs']} epochs planned "
-            f"(was {r['planned_before']})"
+            f"resumed after epoch {r['after_epoch']} with {r['epochs']} epochs planned"
+            + (f" (was {r['planned_before']})" if r["planned_before"] != r["epochs"] else "")
             for r in record["resumes"]
         )
     if shared_cores:

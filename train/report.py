@@ -50,7 +50,7 @@ def yolo_run(folder: Path) -> dict[str, Any] | None:
     return {
         "name": folder.name,
         "config": record["config"],
-        "machine": machine.get("gpu") or f"{machine.get('cpus', '?')}-core CPU",
+        "machine": machine.get("gpu") or epochs_by_machine(record, len(rows)),
         "gpu": bool(machine.get("gpu")),
         "epochs": [int(float(r["epoch"])) for r in rows],
         "hours": hours,

@@ -154,6 +154,7 @@ def train_yolo11(
     if resume:
         if not last.is_file():
             restore_snapshot(config)
+        _prepare_resume(config, last)
         model = YOLO(str(last))
         _add_callbacks(model, config, callbacks)
         model.train(
@@ -296,6 +297,42 @@ def restore_snapshot(config: Yolo11TrainConfig) -> None:
     for src, dst in SNAPSHOT_FILES.items():
         if (snap / dst).is_file():
             shutil.copyfile(snap / dst, config.run_dir / src)
+
+
+def _prepare_resume(config: Yolo11TrainConfig, last: Path) -> None:
+    """Make the checkpoint resume in ``config.precision`` and record the resume.
+
+    Ultralytics resumes with the arguments saved in the checkpoint and ignores a new ``amp``; a
+    run started in bfloat16 would go on autocasting to bfloat16 on a CPU without bfloat16
+    instructions, where torch emulates it about ten times slower than float32. So the
+    precision is written into the checkpoint itself. The run's record gets a ``resumes`` entry
+    (epoch, device, cores, precision), as a Faster R-CNN run's does.
+    """
+    import torch
+
+    amp = "bf16" if config.precision == "bfloat16" else False
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    args = ckpt.get("train_args")
+    if isinstance(args, dict) and args.get("amp") != amp:
+        args["amp"] = amp
+        torch.save(ckpt, last)
+    record_path = config.run_dir / "bonefrac_train.json"
+    if not record_path.is_file():
+        return
+    record = json.loads(record_path.read_text())
+    planned = int((args or {}).get("epochs") or record["config"].get("epochs") or 0)
+    record.setdefault("resumes", []).append(
+        {
+            "after_epoch": int(ckpt.get("epoch", -1)) + 1,
+            "epochs": planned,
+            "planned_before": planned,
+            "device": config.device,
+            "cpus": os.cpu_count(),
+            "precision": config.precision,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _save_config(config: Yolo11TrainConfig, run_dir: Path) -> None:
