@@ -199,6 +199,18 @@ def group_stubs(group: int) -> list[int]:
     return found
 
 
+def mapped_shm_regions() -> set[str]:
+    """The Python-backend shared-memory files some live process has mapped."""
+    mapped: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+        mapped.update(re.findall(r"(/dev/shm/triton_python_backend_shm_region_\S+)", text))
+    return mapped
+
+
 def diagnose(log: str) -> str:
     """A one-paragraph diagnosis of a tritonserver log that ended in failure."""
     checks = [
@@ -473,8 +485,8 @@ class TritonServer:
     def stop(self, *, timeout_s: float = 20.0) -> int | None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout_s``); returns its exit code.
 
-        After a SIGKILL (here or by anyone), also stops the Python-backend stubs the server
-        left running and removes the shared-memory files they used.
+        Also stops the Python-backend stubs the server left running (after a SIGKILL, here or by
+        anyone, or a stub crash) and removes the shared-memory files that dead stubs left.
         """
         code = None
         killed = False
@@ -494,14 +506,23 @@ class TritonServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-        if killed and group is not None:
+        if group is not None:
+            # A SIGKILLed server leaves its stubs running; a stub the server lost track of (one
+            # left over from a reload after a stub crash) outlives a clean stop by a second or
+            # two. Stop them all, then remove the shared memory this server created that no
+            # live process maps (another server's regions are mapped by its stubs): Triton
+            # leaves a dead stub's region in /dev/shm.
+            deadline = time.monotonic() + (0 if killed else 5)
+            while group_stubs(group) and time.monotonic() < deadline:
+                time.sleep(0.05)
             for pid in group_stubs(group):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
             while group_stubs(group) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            for path in set(glob.glob(_SHM_GLOB)) - self._shm_before:
+            created = set(glob.glob(_SHM_GLOB)) - self._shm_before
+            for path in created - mapped_shm_regions() if created else ():
                 with contextlib.suppress(OSError):
                     os.unlink(path)
         if self._workdir is not None:

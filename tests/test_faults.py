@@ -108,6 +108,7 @@ def test_killed_python_stub(repository, tmp_path, valid_images):
     repo = _yolo_only(repository, tmp_path)
     data = valid_images[0].read_bytes()
     server = _server(repo, model_control="explicit", load_models=["yolo11"])
+    shm_before = set(glob.glob("/dev/shm/triton_python_backend_shm_region_*"))
     with server:
         client = DetectionClient(server.grpc_url, retry=NO_RETRY, timeout_s=30)
         client.detect(data)
@@ -140,6 +141,12 @@ def test_killed_python_stub(repository, tmp_path, valid_images):
                 f"{recovered_s:.1f} s"
             )
         assert server.is_ready()
+        group = server.pid
+    # Triton leaves the dead stub's shared memory behind, and a stub the reload left over
+    # outlives the server for a moment; stopping the server removes both.
+    assert group_stubs(group) == []
+    leaked = set(glob.glob("/dev/shm/triton_python_backend_shm_region_*")) - shm_before
+    assert not leaked, leaked
 
 
 def test_new_version_loads_while_serving_without_failures(repository, tmp_path, valid_images):
