@@ -219,31 +219,40 @@ def _speed_record(path: Path) -> dict[str, Any] | None:
 
 
 def speed_section(docs: Path) -> list[str]:
-    if not (rec := _speed_record(docs / "speed.json")):
+    """YOLO11 step costs: ``speed.json``, then the other machines' records (``speed-*.json``
+    other than Faster R-CNN's), each a table of its own."""
+    paths = [docs / "speed.json"] + [
+        p for p in sorted(docs.glob("speed-*.json")) if not p.name.startswith("speed-frcnn")
+    ]
+    records = [(p, rec) for p in paths if (rec := _speed_record(p))]
+    if not records:
         return []
-    steps = rec["steps"]
-    base = steps.get("yolo11n 640px float32", next(iter(steps.values())))["s_per_image"]
-    lines = [
-        "## What a training step costs (s/image/epoch)",
-        "",
-        f"`{rec['command']}` on {rec['machine']['cpus']} cores of "
-        f"{rec['machine'].get('cpu', 'an unrecorded CPU')}, {rec['date']}, torch "
-        f"{rec['torch']}, {rec['threads']} threads, batch {rec['batch']}, median of "
-        f"{rec['rounds']} interleaved rounds (load average {rec['machine']['load_avg_start']:.1f} "
-        f"at start, {rec['machine']['load_avg_end']:.1f} at end: compare ratios, not absolute "
-        "times).",
-        "",
-        *_steps_table(steps, "yolo11n 640 px float32", base),
-        "",
-        "| image size | JPEG decode + letterbox, ms/image | from the RAM cache, ms/image |",
-        "| --- | --- | --- |",
-    ]
-    lines += [
-        f"| {row['imgsz']} | {row['decode_s_per_image'] * 1000:.1f} | "
-        f"{row['cached_s_per_image'] * 1000:.2f} |"
-        for row in rec["loading"]
-    ]
-    return lines + [""]
+    lines = ["## What a training step costs (s/image/epoch)", ""]
+    for path, rec in records:
+        steps = rec["steps"]
+        base = steps.get("yolo11n 640px float32", next(iter(steps.values())))["s_per_image"]
+        if path.name != "speed.json":
+            lines += [f"### On {rec['machine'].get('cpu', 'another CPU')}: `{path.name}`", ""]
+        lines += [
+            f"`{rec['command']}` on {rec['machine']['cpus']} cores of "
+            f"{rec['machine'].get('cpu', 'an unrecorded CPU')}, {rec['date']}, torch "
+            f"{rec['torch']}, {rec['threads']} threads, batch {rec['batch']}, median of "
+            f"{rec['rounds']} interleaved rounds (load average "
+            f"{rec['machine']['load_avg_start']:.1f} at start, "
+            f"{rec['machine']['load_avg_end']:.1f} at end: compare ratios, not absolute times).",
+            "",
+            *_steps_table(steps, "yolo11n 640 px float32", base),
+            "",
+            "| image size | JPEG decode + letterbox, ms/image | from the RAM cache, ms/image |",
+            "| --- | --- | --- |",
+        ]
+        lines += [
+            f"| {row['imgsz']} | {row['decode_s_per_image'] * 1000:.1f} | "
+            f"{row['cached_s_per_image'] * 1000:.2f} |"
+            for row in rec["loading"]
+        ]
+        lines.append("")
+    return lines
 
 
 def _steps_table(steps: dict[str, dict], base_label: str, base: float) -> list[str]:
@@ -298,6 +307,11 @@ under `runs/` is rebuilt from the snapshot):
 make train        # resumes the long runs of TRAIN_RUNS in the background (nice), logs in runs/
 make train-curve  # scores the newest snapshots with bonefrac eval, updates curve.csv/png
 ```
+
+`make train` resumes with `--precision auto`: bfloat16 on a GPU or a CPU with bfloat16
+instructions, float32 elsewhere, whatever the run trained in before (the record's `resumes`
+say which epochs ran in which). Where the CPU lacks them, torch emulates bfloat16 several times
+slower than float32 (`speed-avx2.json` above).
 
 A run on a GPU node: `bash train/gpu_run.sh DATA.yaml OUT_DIR BUDGET_S` trains YOLO11n and
 Faster R-CNN side by side, each schedule fitted to the budget, and leaves the weights and records
