@@ -304,9 +304,10 @@ def _prepare_resume(config: Yolo11TrainConfig, last: Path) -> None:
 
     Ultralytics resumes with the arguments saved in the checkpoint and ignores a new ``amp``; a
     run started in bfloat16 would go on autocasting to bfloat16 on a CPU without bfloat16
-    instructions, where torch emulates it about ten times slower than float32. So the
-    precision is written into the checkpoint itself. The run's record gets a ``resumes`` entry
-    (epoch, device, cores, precision), as a Faster R-CNN run's does.
+    instructions, where torch emulates it several times slower than float32 (7.6x for a step,
+    ``docs/train/speed-avx2.json``). So the precision is written into the checkpoint itself.
+    The run's record gets a ``resumes`` entry (epoch, device, cores, precision), as a Faster
+    R-CNN run's does.
     """
     import torch
 
