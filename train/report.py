@@ -311,7 +311,9 @@ make train-curve  # scores the newest snapshots with bonefrac eval, updates curv
 `make train` resumes with `--precision auto`: bfloat16 on a GPU or a CPU with bfloat16
 instructions, float32 elsewhere, whatever the run trained in before (the record's `resumes`
 say which epochs ran in which). Where the CPU lacks them, torch emulates bfloat16 several times
-slower than float32 (`speed-avx2.json` above).
+slower than float32 (`speed-avx2.json` above). It also preloads tcmalloc (Debian's
+`libtcmalloc-minimal4`, which it installs): glibc's malloc maps and unmaps a step's large
+tensors every time, and the page faults cost a step 1.65x its time (`speed-avx2-malloc.json`).
 
 A run on a GPU node: `bash train/gpu_run.sh DATA.yaml OUT_DIR BUDGET_S` trains YOLO11n and
 Faster R-CNN side by side, each schedule fitted to the budget, and leaves the weights and records

@@ -228,6 +228,109 @@ def slow_bfloat16(precision: str, device: str) -> str | None:
     )
 
 
+#: Allocators to preload instead of glibc's malloc (Debian: libtcmalloc-minimal4, libjemalloc2).
+ALLOCATORS = {"tcmalloc": "libtcmalloc_minimal.so.4", "jemalloc": "libjemalloc.so.2"}
+
+
+def allocator_library(name: str) -> str | None:
+    """The shared library of allocator ``name`` on this machine (None: not installed)."""
+    lib = ALLOCATORS.get(name)
+    if lib is None:
+        return None
+    found = sorted(Path("/usr/lib").glob(f"*/{lib}")) + sorted(Path("/usr/lib").glob(lib))
+    return str(found[0]) if found else None
+
+
+def current_allocator() -> str:
+    """``tcmalloc`` or ``jemalloc`` when preloaded into this process, else ``glibc``."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "glibc"
+    return next((name for name, lib in ALLOCATORS.items() if lib in maps), "glibc")
+
+
+def _main_allocators(args, argv: list[str]) -> int:
+    """Each round, each allocator: a fresh process measures one round of every variant
+    (``LD_PRELOAD``); the medians over rounds go into one record, labelled by allocator."""
+    import subprocess
+    import tempfile
+
+    names = args.allocators.split(",")
+    unknown = [n for n in names if n != "glibc" and n not in ALLOCATORS]
+    if unknown:
+        raise SystemExit(f"unknown allocator {', '.join(unknown)}: glibc, {', '.join(ALLOCATORS)}")
+    missing = [n for n in names if n != "glibc" and not allocator_library(n)]
+    if missing:
+        raise SystemExit(
+            f"{', '.join(missing)} not installed: apt-get install "
+            + " ".join(
+                {"tcmalloc": "libtcmalloc-minimal4", "jemalloc": "libjemalloc2"}[n] for n in missing
+            )
+        )
+    child_args, skip = [], False
+    for a in argv:  # the same measurement, one round, without --allocators and --out
+        if skip:
+            skip = False
+        elif a in ("--allocators", "--out", "--rounds"):
+            skip = True
+        elif not a.startswith(("--allocators=", "--out=", "--rounds=")):
+            child_args.append(a)
+    started = time.time()
+    record: dict = {}
+    samples: dict[str, list[float]] = {}
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for name in names:
+                out = Path(tmp) / f"{name}-{r}.json"
+                env = {**os.environ, "LD_PRELOAD": allocator_library(name) or ""}
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bonefrac.train.speed",
+                        *child_args,
+                        "--rounds",
+                        "1",
+                        "--out",
+                        str(out),
+                    ],
+                    env=env,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+                child = json.loads(out.read_text())
+                if child["machine"]["allocator"] != name:
+                    raise SystemExit(
+                        f"{name} was asked for but the step ran with "
+                        f"{child['machine']['allocator']}"
+                    )
+                record = record or child
+                for label, row in child["steps"].items():
+                    key = f"{label} {name}"
+                    rows[key] = {**row, "allocator": name}
+                    samples.setdefault(key, []).extend(row["samples"])
+    load_start = record["machine"]["load_avg_start"]
+    record = {
+        **record,
+        "what": record["what"] + "; each allocator in fresh processes, alternating by round",
+        "command": "python -m bonefrac.train.speed " + " ".join(argv),
+        "rounds": args.rounds,
+        "steps": {
+            k: {**rows[k], "s_per_image": statistics.median(v), "samples": v}
+            for k, v in samples.items()
+        },
+    }
+    record["machine"] = {
+        **record["machine"],
+        "allocator": args.allocators,
+        "load_avg_start": load_start,
+    }
+    _write(record, args.out, started)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bonefrac.train.speed",
@@ -243,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     p.add_argument(
+        "--allocators",
+        help="compare memory allocators, e.g. glibc,tcmalloc: each round runs every allocator "
+        "in a fresh process (LD_PRELOAD); the step labels say which (default: this process's)",
+    )
+    p.add_argument(
         "--frcnn",
         metavar="RUN",
         help="measure Faster R-CNN instead: the step of the run recorded in this folder",
@@ -254,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         "%(default)s)",
     )
     args = p.parse_args(argv)
+    if args.allocators:
+        return _main_allocators(args, sys.argv[1:] if argv is None else argv)
     if args.frcnn:
         return _main_frcnn(args, argv)
 
@@ -303,6 +413,7 @@ def _machine() -> dict:
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
+        "allocator": current_allocator(),
         "load_avg_start": os.getloadavg()[0],
     }
 
