@@ -68,7 +68,7 @@ endif
 perf-analyzer: $(VENV)/.dev
 	$(BIN)/python -c "from bonefrac.benchmarks.perf_analyzer import install, locate; print(locate() or install())"
 
-test: $(VENV)/.dev chromium perf-analyzer
+test: $(VENV)/.dev chromium perf-analyzer tcmalloc
 	$(BIN)/ruff check .
 	GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 

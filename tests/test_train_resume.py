@@ -226,3 +226,25 @@ def test_frcnn_time_budget_fits_the_epochs():
     assert fit_epochs(5.0, [10.0]) == 1
     with pytest.raises(ValueError):
         fit_epochs(100.0, [])
+
+
+def test_step_cost_per_allocator(tiny_data, tmp_path):
+    """train.speed --allocators: each allocator measured in fresh processes that really load it
+    (make train preloads tcmalloc; make test installs it)."""
+    from bonefrac.train.speed import allocator_library, current_allocator
+    from bonefrac.train.speed import main as speed
+
+    assert allocator_library("tcmalloc"), "make test installs libtcmalloc-minimal4"
+    assert allocator_library("nonesuch") is None
+    assert current_allocator() == "glibc"  # pytest runs without a preload
+    out = tmp_path / "speed.json"
+    args = ["--data", str(tiny_data), "--out", str(out), "--models", "yolo11n.yaml"]
+    args += ["--sizes", "64", "--dtypes", "float32", "--batch", "2", "--rounds", "2"]
+    assert speed([*args, "--allocators", "glibc,tcmalloc"]) == 0
+    record = json.loads(out.read_text())
+    steps = record["steps"]
+    assert list(steps) == ["yolo11n 64px float32 glibc", "yolo11n 64px float32 tcmalloc"]
+    assert all(len(row["samples"]) == 2 and row["s_per_image"] > 0 for row in steps.values())
+    assert record["machine"]["allocator"] == "glibc,tcmalloc" and record["rounds"] == 2
+    with pytest.raises(SystemExit, match="unknown allocator"):
+        speed([*args, "--allocators", "glibc,nonesuch"])
