@@ -82,14 +82,15 @@ bench: $(VENV)/.dev perf-analyzer
 # time (page faults: a third of the CPU in system time); a YOLO11n step at 640 px took 0.58
 # s/image with glibc and 0.35 with tcmalloc (docs/train/speed-avx2-malloc.json).
 TRAIN_RUNS ?= docs/train/yolo11n-640
-TCMALLOC = $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
+TCMALLOC_LIBS := /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4
+TCMALLOC = $(firstword $(wildcard $(TCMALLOC_LIBS)))
 train: $(VENV)/.dev tcmalloc
 	mkdir -p runs
 	LD_PRELOAD=$(TCMALLOC) nohup nice -n 19 $(BIN)/python -m bonefrac.train.resume $(TRAIN_RUNS) --precision auto >> runs/train.log 2>&1 &
 	@echo "training in the background (LD_PRELOAD=$(TCMALLOC)): tail -f runs/train.log"
 
 tcmalloc:
-ifeq ($(wildcard /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4),)
+ifeq ($(TCMALLOC),)
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4
 endif
 

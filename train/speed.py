@@ -228,15 +228,18 @@ def slow_bfloat16(precision: str, device: str) -> str | None:
     )
 
 
-#: Allocators to preload instead of glibc's malloc (Debian: libtcmalloc-minimal4, libjemalloc2).
-ALLOCATORS = {"tcmalloc": "libtcmalloc_minimal.so.4", "jemalloc": "libjemalloc.so.2"}
+#: Allocators to preload instead of glibc's malloc: their library and Debian package.
+ALLOCATORS = {
+    "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
+    "jemalloc": ("libjemalloc.so.2", "libjemalloc2"),
+}
 
 
 def allocator_library(name: str) -> str | None:
     """The shared library of allocator ``name`` on this machine (None: not installed)."""
-    lib = ALLOCATORS.get(name)
-    if lib is None:
+    if name not in ALLOCATORS:
         return None
+    lib = ALLOCATORS[name][0]
     found = sorted(Path("/usr/lib").glob(f"*/{lib}")) + sorted(Path("/usr/lib").glob(lib))
     return str(found[0]) if found else None
 
@@ -247,7 +250,7 @@ def current_allocator() -> str:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         return "glibc"
-    return next((name for name, lib in ALLOCATORS.items() if lib in maps), "glibc")
+    return next((name for name, (lib, _) in ALLOCATORS.items() if lib in maps), "glibc")
 
 
 def _main_allocators(args, argv: list[str]) -> int:
@@ -264,9 +267,7 @@ def _main_allocators(args, argv: list[str]) -> int:
     if missing:
         raise SystemExit(
             f"{', '.join(missing)} not installed: apt-get install "
-            + " ".join(
-                {"tcmalloc": "libtcmalloc-minimal4", "jemalloc": "libjemalloc2"}[n] for n in missing
-            )
+            + " ".join(ALLOCATORS[n][1] for n in missing)
         )
     child_args, skip = [], False
     for a in argv:  # the same measurement, one round, without --allocators and --out

@@ -309,14 +309,8 @@ def _prepare_resume(config: Yolo11TrainConfig, last: Path) -> None:
     The run's record gets a ``resumes`` entry (epoch, device, cores, precision), as a Faster
     R-CNN run's does.
     """
-    import torch
-
-    amp = "bf16" if config.precision == "bfloat16" else False
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    ckpt = _localise_checkpoint(last, {"amp": "bf16" if config.precision == "bfloat16" else False})
     args = ckpt.get("train_args")
-    if isinstance(args, dict) and args.get("amp") != amp:
-        args["amp"] = amp
-        torch.save(ckpt, last)
     record_path = config.run_dir / "bonefrac_train.json"
     if not record_path.is_file():
         return
@@ -404,8 +398,9 @@ def import_run(
     return snap
 
 
-def _localise_checkpoint(path: Path, local: dict[str, str]) -> None:
-    """Replace the training machine's paths in a checkpoint's arguments with ``local``."""
+def _localise_checkpoint(path: Path, local: dict[str, Any]) -> dict[str, Any]:
+    """Replace a checkpoint's arguments with ``local`` (the training machine's paths, the
+    precision a resume trains in); returns the checkpoint."""
     import torch
 
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -416,6 +411,7 @@ def _localise_checkpoint(path: Path, local: dict[str, str]) -> None:
         if isinstance(args, dict):
             args.update({k: v for k, v in local.items() if k in args})
     torch.save(ckpt, path)
+    return ckpt
 
 
 def resume_snapshot(folder: str | Path, **overrides) -> Path:
