@@ -256,9 +256,9 @@ def run_threshold(args: argparse.Namespace) -> int:
 def run_int8(args: argparse.Namespace) -> int:
     """Quantize YOLO11 to INT8 for the CPU profile (ONNX Runtime static quantization).
 
-    Quantize an exported YOLO11 detector to INT8 (QDQ, per-channel weights), calibrated on
-    training images through bonefrac's pre-processing, and write it as the ensemble
-    NAME_int8 next to the FP32 one.
+    Quantize an exported YOLO11 detector to INT8 (QDQ, per-channel 7-bit weights; the stem
+    and the Detect head stay FP32), calibrated on training images through bonefrac's
+    pre-processing, and write it as the ensemble NAME_int8 next to the FP32 one.
     """
     from bonefrac.export.quantize import quantize_yolo11
 

@@ -238,5 +238,26 @@ def test_int8_ensemble_next_to_fp32(repository, tmp_path, data_dir, valid_images
     assert np.quantile(ious, 0.1) >= 0.25 and np.median(ious) >= 0.75
     assert len(score_diffs) >= len(ious) // 2
     assert max(score_diffs) <= 0.2 and np.median(score_diffs) <= 0.05
+    # The stem and the Detect head stay FP32 (their weights float initializers); the others'
+    # weights are 7-bit (x86 without VNNI saturates on full-range INT8 weights).
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(int8.onnx_path)).graph
+    floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    convs = {n.name: n.input[1] for n in graph.node if n.op_type == "Conv"}
+    last = max(
+        int(name.split("/")[1].split(".")[1]) for name in convs if name.startswith("/model.")
+    )
+    kept = [
+        name for name in convs if name.startswith(("/model.0/", "/model.1/", f"/model.{last}/"))
+    ]
+    assert kept and all(convs[name] in floats for name in kept)
+    quantized = [name for name in convs if name not in kept]
+    assert quantized and not any(convs[name] in floats for name in quantized)
+    int8_weights = [
+        numpy_helper.to_array(i) for i in graph.initializer if i.data_type == onnx.TensorProto.INT8
+    ]
+    assert int8_weights and max(int(np.abs(w).max()) for w in int8_weights) <= 64
     with pytest.raises(ExportError, match="calibration"):
         quantize_yolo11(repository=repo, calibration_images=[])
