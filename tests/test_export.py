@@ -198,7 +198,7 @@ def test_retarget_to_gpu_profiles_without_torch_export(repository, tmp_path):
 def test_int8_ensemble_next_to_fp32(repository, tmp_path, data_dir, valid_images):
     import shutil
 
-    from bonefrac.export.quantize import quantize_yolo11
+    from bonefrac.export.quantize import STEM_MODULES, quantize_yolo11
 
     repo = tmp_path / "repo"
     for name in ("yolo11", "yolo11_preprocess", "yolo11_detector", "yolo11_postprocess"):
@@ -249,9 +249,8 @@ def test_int8_ensemble_next_to_fp32(repository, tmp_path, data_dir, valid_images
     last = max(
         int(name.split("/")[1].split(".")[1]) for name in convs if name.startswith("/model.")
     )
-    kept = [
-        name for name in convs if name.startswith(("/model.0/", "/model.1/", f"/model.{last}/"))
-    ]
+    kept_prefixes = tuple(f"/model.{i}/" for i in (*STEM_MODULES, last))
+    kept = [name for name in convs if name.startswith(kept_prefixes)]
     assert kept and all(convs[name] in floats for name in kept)
     quantized = [name for name in convs if name not in kept]
     assert quantized and not any(convs[name] in floats for name in quantized)
