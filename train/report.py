@@ -230,7 +230,7 @@ def speed_section(docs: Path) -> list[str]:
     lines = ["## What a training step costs (s/image/epoch)", ""]
     for path, rec in records:
         steps = rec["steps"]
-        base = steps.get("yolo11n 640px float32", next(iter(steps.values())))["s_per_image"]
+        base = steps.get("yolo11n 640px float32", next(iter(steps.values())))
         if path.name != "speed.json":
             lines += [f"### On {rec['machine'].get('cpu', 'another CPU')}: `{path.name}`", ""]
         lines += [
@@ -255,16 +255,24 @@ def speed_section(docs: Path) -> list[str]:
     return lines
 
 
-def _steps_table(steps: dict[str, dict], base_label: str, base: float) -> list[str]:
-    """A speed record's steps: seconds per image and the ratio to the step ``base`` costs."""
+def _steps_table(steps: dict[str, dict], base_label: str, base: dict) -> list[str]:
+    """A speed record's steps: seconds per image, the ratio to the ``base`` step's, and the
+    range of that ratio round by round (how far the machine's noise moves it)."""
     return [
-        f"| variant | s/image (step) | relative to {base_label} |",
-        "| --- | --- | --- |",
+        f"| variant | s/image (step) | relative to {base_label} | per round, lowest-highest |",
+        "| --- | --- | --- | --- |",
         *(
-            f"| {label} | {row['s_per_image']:.4f} | {row['s_per_image'] / base:.2f}x |"
+            f"| {label} | {row['s_per_image']:.4f} | "
+            f"{row['s_per_image'] / base['s_per_image']:.2f}x | {_round_range(row, base)} |"
             for label, row in steps.items()
         ),
     ]
+
+
+def _round_range(row: dict, base: dict) -> str:
+    """Lowest and highest ratio of a step to the base step measured in the same round."""
+    ratios = [s / b for s, b in zip(row.get("samples", []), base.get("samples", []))]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}x" if ratios else "–"
 
 
 def frcnn_speed_section(docs: Path) -> list[str]:
@@ -288,7 +296,7 @@ def _frcnn_speed_table(rec: dict[str, Any]) -> list[str]:
         "at end). bfloat16 autocast depends on the CPU: where it has no bfloat16 instructions, "
         "PyTorch falls back to slow convolution and matrix kernels.",
         "",
-        *_steps_table(steps, next(iter(steps)), base["s_per_image"]),
+        *_steps_table(steps, next(iter(steps)), base),
     ]
     return lines + [""]
 
@@ -314,6 +322,9 @@ say which epochs ran in which). Where the CPU lacks them, torch emulates bfloat1
 slower than float32 (`speed-avx2.json` above). It also preloads tcmalloc (Debian's
 `libtcmalloc-minimal4`, which it installs): glibc's malloc maps and unmaps a step's large
 tensors every time, and the page faults cost a step 1.65x its time (`speed-avx2-malloc.json`).
+It keeps PyTorch's default memory layout: NHWC weights (`channels_last`, which Ultralytics uses
+on CUDA only) moved a YOLO11n step by less than this machine's noise from round to round
+(`speed-avx2-layout.json`).
 
 A run on a GPU node: `bash train/gpu_run.sh DATA.yaml OUT_DIR BUDGET_S` trains YOLO11n and
 Faster R-CNN side by side, each schedule fitted to the budget, and leaves the weights and records

@@ -36,10 +36,12 @@ class Variant:
     model: str  # yolo11n.yaml, yolo11s.yaml
     imgsz: int
     dtype: str  # float32, bfloat16
+    channels_last: bool = False  # weights and images in NHWC memory layout
 
     @property
     def label(self) -> str:
-        return f"{self.model.removesuffix('.yaml')} {self.imgsz}px {self.dtype}"
+        layout = " channels_last" if self.channels_last else ""
+        return f"{self.model.removesuffix('.yaml')} {self.imgsz}px {self.dtype}{layout}"
 
 
 @dataclass(frozen=True)
@@ -123,11 +125,11 @@ def _batch(images: list[Path], labels_dir: Path, imgsz: int, num_classes: int):
     }
 
 
-def _step_seconds(model, optimizer, batch, dtype: str) -> float:
+def _step_seconds(model, optimizer, batch, v: Variant) -> float:
     import torch
 
     start = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=v.dtype == "bfloat16"):
         loss, _ = model.loss(batch)
     loss.sum().backward()
     optimizer.step()
@@ -146,15 +148,17 @@ def measure_steps(variants, images, labels_dir, *, batch: int, rounds: int, name
         model = DetectionModel(v.model, nc=len(names), verbose=False)
         model.args = _hyp()
         model.train()
+        if v.channels_last:  # the weights only, as in training: the first convolution
+            model.to(memory_format=torch.channels_last)  # converts each NCHW batch
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
         data = _batch(images[:batch], labels_dir, v.imgsz, len(names))
-        _step_seconds(model, optimizer, data, v.dtype)  # warm-up
+        _step_seconds(model, optimizer, data, v)  # warm-up
         prepared[v] = (model, optimizer, data)
     samples: dict[Variant, list[float]] = {v: [] for v in variants}
     for _ in range(rounds):
         for v in variants:
             model, optimizer, data = prepared[v]
-            samples[v].append(_step_seconds(model, optimizer, data, v.dtype) / batch)
+            samples[v].append(_step_seconds(model, optimizer, data, v) / batch)
     return {
         v.label: {**asdict(v), "s_per_image": statistics.median(s), "samples": s}
         for v, s in samples.items()
@@ -343,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="yolo11n.yaml,yolo11s.yaml", help="model configs")
     p.add_argument("--sizes", default="320,480,640", help="image sizes")
     p.add_argument("--dtypes", default="float32,bfloat16", help="float32 and/or bfloat16")
+    p.add_argument(
+        "--layouts",
+        default="nchw",
+        help="YOLO11 memory layouts, nchw and/or channels_last (default: %(default)s)",
+    )
     p.add_argument("--batch", type=int, default=8, help="images per step (default: 8)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
@@ -376,11 +385,15 @@ def main(argv: list[str] | None = None) -> int:
     dataset = YoloDataset.from_yaml(args.data)
     split = Path(args.data).resolve().parent / "train"
     images = sorted((split / "images").glob("*.jpg"))[::97][: max(args.batch, 16)]
+    layouts = args.layouts.split(",")
+    if unknown := set(layouts) - {"nchw", "channels_last"}:
+        raise SystemExit(f"unknown layout {', '.join(sorted(unknown))}: nchw, channels_last")
     variants = [
-        Variant(m, int(s), d)
+        Variant(m, int(s), d, channels_last=layout == "channels_last")
         for m in args.models.split(",")
         for s in args.sizes.split(",")
         for d in args.dtypes.split(",")
+        for layout in layouts
     ]
     started = time.time()
     record = _head(
