@@ -79,6 +79,17 @@ def test_snapshot_resumes_on_a_new_machine_and_scores_a_curve(tiny_data, tmp_pat
     assert (snapshot / "curve.png").stat().st_size > 0
     assert not (snapshot / "checkpoint.onnx").exists()  # the export leaves nothing behind
 
+    # Its curve still rising, the run goes on past its plan: the schedule grows to 3 epochs.
+    # Ultralytics stripped the finished checkpoint (no optimizer, epoch -1): it resumes after
+    # the epochs in results.csv with the momentum restarted, and the record says so.
+    train_yolo11(dataclasses.replace(config, precision="float32", epochs=3), resume=True)
+    assert _epochs_in(snapshot / "results.csv") == [1, 2, 3]
+    assert checkpoint_epoch(snapshot / "checkpoint.pt")[0] == 3
+    record = json.loads((snapshot / "bonefrac_train.json").read_text())
+    extended = record["resumes"][-1]
+    assert (extended["after_epoch"], extended["epochs"], extended["planned_before"]) == (2, 3, 2)
+    assert extended["momentum_restarted"] and record["config"]["epochs"] == 3
+
     # Without a run folder or a snapshot there is nothing to resume: a clear error.
     empty = Yolo11TrainConfig(data=str(tiny_data), project=str(tmp_path / "none"), name="x")
     with pytest.raises(TrainError, match="nothing to resume"):

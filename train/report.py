@@ -316,6 +316,11 @@ make train        # resumes the long runs of TRAIN_RUNS in the background (nice)
 make train-curve  # scores the newest snapshots with bonefrac eval, updates curve.csv/png
 ```
 
+A run whose curve still rises at the end of its schedule goes on past it:
+`python -m bonefrac.train.resume docs/train/RUN --epochs N` (then `make train` keeps the new
+length; the record's `resumes` say when the schedule changed, and whether the SGD momentum
+restarted because the checkpoint had none).
+
 `make train` resumes with `--precision auto`: bfloat16 on a GPU or a CPU with bfloat16
 instructions, float32 elsewhere, whatever the run trained in before (the record's `resumes`
 say which epochs ran in which). Where the CPU lacks them, torch emulates bfloat16 several times

@@ -8,7 +8,8 @@ the snapshot. What may differ on another machine can be given: ``--device cuda -
 moves a Faster R-CNN run onto a GPU node (``RESUME=docs/train/RUN bash train/gpu_run.sh``), and
 ``--data`` points at the dataset where that machine keeps it; ``--precision auto`` (what
 ``make train`` asks for) trains in bfloat16 where the machine runs it fast and in float32 where
-it does not (each resume records the precision it used).
+it does not (each resume records the precision it used); ``--epochs N`` extends a schedule
+(also one that has ended: its curve was still rising).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def family(folder: str | Path) -> str:
 def resume(folder: str | Path, **overrides) -> Path:
     """Resume one snapshot's run to the end of its schedule; returns its best checkpoint.
 
-    ``overrides``: ``device``, ``workers``, ``threads``, ``data``, ``precision`` (Faster R-CNN)
+    ``overrides``: ``device``, ``workers``, ``threads``, ``data``, ``precision``, ``epochs``
     (None keeps the record's).
     """
     if family(folder) == "frcnn":
@@ -59,8 +60,16 @@ def main(argv: list[str] | None = None) -> int:
         "with bfloat16 instructions), float32 elsewhere",
     )
     p.add_argument("--data", help="the dataset's data.yaml on this machine; default: the record's")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="a new length of the schedule (a run whose curve is still rising goes on past its "
+        "plan; the learning rate follows the new schedule from the next epoch); default: the "
+        "record's",
+    )
     args = p.parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("device", "workers", "threads", "precision", "data")}
+    keys = ("device", "workers", "threads", "precision", "data", "epochs")
+    overrides = {k: getattr(args, k) for k in keys}
     for folder in args.snapshots:
         try:
             if args.precision == "auto":

@@ -158,7 +158,9 @@ def train_yolo11(
         model = YOLO(str(last))
         _add_callbacks(model, config, callbacks)
         model.train(
-            resume=True,
+            # the path, not True: Ultralytics turns resume=True on a checkpoint without
+            # optimizer state (stripped at the end of its schedule) into a new 100-epoch run
+            resume=str(last),
             data=str(data),
             save_dir=str(run_dir),
             cache=_cache_arg(config.cache),
@@ -300,34 +302,53 @@ def restore_snapshot(config: Yolo11TrainConfig) -> None:
 
 
 def _prepare_resume(config: Yolo11TrainConfig, last: Path) -> None:
-    """Make the checkpoint resume in ``config.precision`` and record the resume.
+    """Make the checkpoint resume in ``config.precision``, to ``config.epochs``, and record the
+    resume.
 
-    Ultralytics resumes with the arguments saved in the checkpoint and ignores a new ``amp``; a
-    run started in bfloat16 would go on autocasting to bfloat16 on a CPU without bfloat16
-    instructions, where torch emulates it several times slower than float32 (7.6x for a step,
-    ``docs/train/speed-avx2.json``). So the precision is written into the checkpoint itself.
-    The run's record gets a ``resumes`` entry (epoch, device, cores, precision), as a Faster
-    R-CNN run's does.
+    Ultralytics resumes with the arguments saved in the checkpoint and ignores a new ``amp`` or
+    ``epochs``; a run started in bfloat16 would go on autocasting to bfloat16 on a CPU without
+    bfloat16 instructions, where torch emulates it several times slower than float32 (7.6x for
+    a step, ``docs/train/speed-avx2.json``). So both are written into the checkpoint itself.
+    ``config.epochs`` other than the record's extends (or shortens) the schedule: the learning
+    rate follows the new one from the next epoch. A checkpoint Ultralytics stripped at the end
+    of its schedule (no optimizer state, epoch -1) goes on from the epochs in ``results.csv``
+    with the momentum restarted. The run's record gets a ``resumes`` entry (epoch, schedule,
+    device, cores, precision), as a Faster R-CNN run's does.
     """
-    ckpt = _localise_checkpoint(last, {"amp": "bf16" if config.precision == "bfloat16" else False})
-    args = ckpt.get("train_args")
     record_path = config.run_dir / "bonefrac_train.json"
-    if not record_path.is_file():
+    record = json.loads(record_path.read_text()) if record_path.is_file() else None
+    local: dict[str, Any] = {"amp": "bf16" if config.precision == "bfloat16" else False}
+    if record and config.epochs != record["config"].get("epochs"):
+        local.update(epochs=config.epochs, time=None)  # a schedule in epochs, not fitted to time
+    import torch
+
+    planned = torch.load(last, map_location="cpu", weights_only=False)["train_args"]["epochs"]
+    done = len(_epochs_done(config.run_dir / "results.csv"))
+    ckpt = _localise_checkpoint(last, local, stripped_epoch=done - 1)
+    if record is None:
         return
-    record = json.loads(record_path.read_text())
-    planned = int((args or {}).get("epochs") or record["config"].get("epochs") or 0)
     record.setdefault("resumes", []).append(
         {
-            "after_epoch": int(ckpt.get("epoch", -1)) + 1,
-            "epochs": planned,
-            "planned_before": planned,
+            "after_epoch": int(ckpt["epoch"]) + 1,
+            "epochs": int(ckpt["train_args"]["epochs"]),
+            "planned_before": int(planned),
+            "momentum_restarted": ckpt.get("optimizer") is None,
             "device": config.device,
             "cpus": os.cpu_count(),
             "precision": config.precision,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )
+    record["config"]["epochs"] = config.epochs
     record_path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _epochs_done(results_csv: Path) -> list[str]:
+    """The epoch column of a run's ``results.csv`` (none when there is no file)."""
+    if not results_csv.is_file():
+        return []
+    rows = results_csv.read_text().splitlines()[1:]
+    return [row.split(",", 1)[0].strip() for row in rows if row.strip()]
 
 
 def _save_config(config: Yolo11TrainConfig, run_dir: Path) -> None:
@@ -398,12 +419,18 @@ def import_run(
     return snap
 
 
-def _localise_checkpoint(path: Path, local: dict[str, Any]) -> dict[str, Any]:
+def _localise_checkpoint(
+    path: Path, local: dict[str, Any], *, stripped_epoch: int | None = None
+) -> dict[str, Any]:
     """Replace a checkpoint's arguments with ``local`` (the training machine's paths, the
-    precision a resume trains in); returns the checkpoint."""
+    precision and schedule a resume trains in); returns the checkpoint. ``stripped_epoch``:
+    the epoch (from 0) to resume after when Ultralytics stripped the checkpoint at the end of
+    its schedule (its epoch is -1 then)."""
     import torch
 
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if stripped_epoch is not None and ckpt.get("epoch", -1) < 0:
+        ckpt["epoch"] = stripped_epoch
     if isinstance(ckpt.get("train_args"), dict):
         ckpt["train_args"].update(local)
     for key in ("model", "ema"):
