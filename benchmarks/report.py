@@ -310,7 +310,8 @@ def markdown(runs: Sequence[dict], *, command: str) -> str:
 
 _INTRO = (
     "Measured by `make bench` in one run on one machine; every ratio below compares numbers "
-    "measured side by side in that run, on the same images: the valid split of the bone "
+    "measured side by side in that run (but the Faster R-CNN speed-up over 2026-11-24, set "
+    "against a figure from that day's run), on the same images: the valid split of the bone "
     "fracture X-ray dataset (Roboflow Universe, veda/bone-fracture-detection-daoon v4, "
     "CC BY 4.0)."
 )
@@ -394,7 +395,12 @@ def _targets_section(runs: list[dict], ap: dict, ap_source: str | None) -> list[
     rows = [f"| {a} | {b} | {c} |" for a, b, c in found]
     after = [f"AP50 figures: {ap_source}."] if ap and ap_source else []
     if any("2026-11-24" in label for label, _, _ in found):
-        after.append(f"Faster R-CNN of 2026-11-24: {FRCNN_BEFORE['source']}.")
+        after.append(
+            f"Faster R-CNN of 2026-11-24: {FRCNN_BEFORE['source']}. That figure is from another "
+            "run, on another host: these hosts differ in speed from one session to the next as "
+            "much as the models do, so its speed-up measures the host as well (the AP50 beside "
+            "it does not depend on the host)."
+        )
     return _section("Targets", ["target", "measured", "verdict"], rows, *after)
 
 
