@@ -376,7 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         return _main_allocators(args, sys.argv[1:] if argv is None else argv)
     if args.frcnn:
         return _main_frcnn(args, argv)
+    return _main_yolo(args, argv)
 
+
+def _main_yolo(args, argv) -> int:
+    """YOLO11's step per model, image size, precision and layout, and the loading costs."""
     import torch
 
     from bonefrac.dataset import YoloDataset
