@@ -36,7 +36,7 @@ class Variant:
     model: str  # yolo11n.yaml, yolo11s.yaml
     imgsz: int
     dtype: str  # float32, bfloat16
-    channels_last: bool = False  # weights and images in NHWC memory layout
+    channels_last: bool = False  # weights in NHWC memory layout
 
     @property
     def label(self) -> str:

@@ -311,20 +311,23 @@ def _prepare_resume(config: Yolo11TrainConfig, last: Path) -> None:
     a step, ``docs/train/speed-avx2.json``). So both are written into the checkpoint itself.
     ``config.epochs`` other than the record's extends (or shortens) the schedule: the learning
     rate follows the new one from the next epoch. A checkpoint Ultralytics stripped at the end
-    of its schedule (no optimizer state, epoch -1) goes on from the epochs in ``results.csv``
+    of its schedule (no optimizer state, epoch -1) goes on after the epochs its results hold,
     with the momentum restarted. The run's record gets a ``resumes`` entry (epoch, schedule,
     device, cores, precision), as a Faster R-CNN run's does.
     """
+    import torch
+
     record_path = config.run_dir / "bonefrac_train.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else None
     local: dict[str, Any] = {"amp": "bf16" if config.precision == "bfloat16" else False}
     if record and config.epochs != record["config"].get("epochs"):
         local.update(epochs=config.epochs, time=None)  # a schedule in epochs, not fitted to time
-    import torch
-
-    planned = torch.load(last, map_location="cpu", weights_only=False)["train_args"]["epochs"]
-    done = len(_epochs_done(config.run_dir / "results.csv"))
-    ckpt = _localise_checkpoint(last, local, stripped_epoch=done - 1)
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    planned = ckpt["train_args"]["epochs"]
+    if ckpt.get("epoch", -1) < 0:  # stripped: resume after the epochs its results hold
+        ckpt["epoch"] = len(ckpt["train_results"]["epoch"]) - 1
+    _set_args(ckpt, local)
+    torch.save(ckpt, last)
     if record is None:
         return
     record.setdefault("resumes", []).append(
@@ -341,14 +344,6 @@ def _prepare_resume(config: Yolo11TrainConfig, last: Path) -> None:
     )
     record["config"]["epochs"] = config.epochs
     record_path.write_text(json.dumps(record, indent=2) + "\n")
-
-
-def _epochs_done(results_csv: Path) -> list[str]:
-    """The epoch column of a run's ``results.csv`` (none when there is no file)."""
-    if not results_csv.is_file():
-        return []
-    rows = results_csv.read_text().splitlines()[1:]
-    return [row.split(",", 1)[0].strip() for row in rows if row.strip()]
 
 
 def _save_config(config: Yolo11TrainConfig, run_dir: Path) -> None:
@@ -419,26 +414,23 @@ def import_run(
     return snap
 
 
-def _localise_checkpoint(
-    path: Path, local: dict[str, Any], *, stripped_epoch: int | None = None
-) -> dict[str, Any]:
-    """Replace a checkpoint's arguments with ``local`` (the training machine's paths, the
-    precision and schedule a resume trains in); returns the checkpoint. ``stripped_epoch``:
-    the epoch (from 0) to resume after when Ultralytics stripped the checkpoint at the end of
-    its schedule (its epoch is -1 then)."""
+def _localise_checkpoint(path: Path, local: dict[str, Any]) -> None:
+    """Replace a checkpoint's arguments with ``local`` (the training machine's paths)."""
     import torch
 
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if stripped_epoch is not None and ckpt.get("epoch", -1) < 0:
-        ckpt["epoch"] = stripped_epoch
+    _set_args(ckpt, local)
+    torch.save(ckpt, path)
+
+
+def _set_args(ckpt: dict[str, Any], local: dict[str, Any]) -> None:
+    """Write ``local`` into a loaded checkpoint's training arguments and its models' copies."""
     if isinstance(ckpt.get("train_args"), dict):
         ckpt["train_args"].update(local)
     for key in ("model", "ema"):
         args = getattr(ckpt.get(key), "args", None)
         if isinstance(args, dict):
             args.update({k: v for k, v in local.items() if k in args})
-    torch.save(ckpt, path)
-    return ckpt
 
 
 def resume_snapshot(folder: str | Path, **overrides) -> Path:
